@@ -1,0 +1,377 @@
+"""Open one document and render its pages, one at a time, to RGB images of an exact pixel size."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pymupdf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from deepocr_cli.discover import DocKind, SourceDoc, sniff_kind
+from deepocr_cli.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Default cap on rendered pixels (4000 x 4000): far above any mode's need, far below an OOM.
+DEFAULT_MAX_PIXELS = 16_000_000
+#: Zoom used when a PDF page is rendered without a target size: 144 dpi, as the official runner renders.
+DEFAULT_PDF_ZOOM = 2.0
+_WHITE = (255, 255, 255)
+
+# MuPDF keeps global state (the resource store, warnings) and PyMuPDF is not thread-safe, while the pipeline
+# renders in background threads; every MuPDF call in this module holds this lock.
+_MUPDF_LOCK = threading.RLock()
+
+
+def _cap_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
+    """Shrink (w, h) keeping the aspect so that w*h <= max_pixels."""
+    if w * h <= max_pixels:
+        return w, h
+    scale = math.sqrt(max_pixels / (w * h))
+    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+
+
+def _check_bomb(w: int, h: int) -> None:
+    """Refuse images over ``Image.MAX_IMAGE_PIXELS``, where Pillow itself only warns (it raises above twice that).
+
+    An explicit check rather than turning the warning into an error: ``warnings.catch_warnings`` is not
+    thread-safe and pages are rendered in a background thread.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        raise InputError(
+            f"image too large (decompression-bomb guard): {w}x{h} = {w * h:,} pixels exceeds "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}"
+        )
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file vanished (no longer exists)"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    return str(e.strerror or e)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, flattening transparency on white.
+
+    Handles palette (with or without transparency), 1-bit, L/LA, RGBA, CMYK, YCbCr and 16/32-bit integer or
+    float grayscale (scaled, not clipped, to 8 bits).
+
+    Args:
+        im: a loaded (or lazily opened) image.
+
+    Returns:
+        An RGB image, ``im`` itself when it already is RGB without transparency.
+    """
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im)
+        if mode == "F":
+            a = a.astype(np.float64)
+            top = 1.0 if np.nanmax(a, initial=0.0) <= 1.0 else 255.0  # float images are 0..1 or 0..255
+            a8 = np.clip(np.nan_to_num(a) * (255.0 / top), 0, 255).astype(np.uint8)
+        else:
+            a = a.astype(np.int64)
+            # 16-bit data (I;16*, or mode I as Pillow opens 16-bit PNGs) spans 0..65535; scale it to 0..255.
+            top = 65535 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255
+            a8 = (np.clip(a, 0, top) * 255 // top).astype(np.uint8)
+        return Image.fromarray(a8, "L").convert("RGB")
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*_WHITE, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+class DocumentReader:
+    """An open document whose pages are rendered one at a time. Use as a context manager.
+
+    Created by :func:`open_document`. Nothing but the file handle (PDF) or the file path (image) is held between
+    calls, so memory stays bounded whatever the page count. One reader is for one thread at a time.
+
+    Attributes:
+        path: the file.
+        kind: PDF or image.
+        page_count: number of pages (frames of a multi-page TIFF; 1 for other images).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        kind: DocKind,
+        page_count: int,
+        pdf: Any = None,
+        sizes: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.path = path
+        self.kind = kind
+        self.page_count = page_count
+        self._pdf = pdf  # pymupdf.Document for PDFs
+        self._sizes = sizes or []  # image frames' upright sizes (after EXIF orientation)
+
+    def __enter__(self) -> DocumentReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file; idempotent."""
+        if self._pdf is not None:
+            with _MUPDF_LOCK:
+                self._pdf.close()
+            self._pdf = None
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.page_count:
+            raise IndexError(f"page index {index} out of range for {self.page_count} page(s)")
+
+    def _load_page(self, index: int) -> Any:
+        self._check_index(index)
+        if self._pdf is None:
+            raise ValueError(f"{self.path} is closed")
+        try:
+            return self._pdf.load_page(index)
+        except Exception as e:  # MuPDF raises plain RuntimeError/ValueError subclasses for broken objects
+            raise InputError(f"page {index + 1}: cannot read page: {e}") from e
+
+    def page_size(self, index: int) -> tuple[float, float]:
+        """Size of a page: PDF points after the page's rotation, or image pixels after EXIF orientation."""
+        if self.kind is DocKind.PDF:
+            with _MUPDF_LOCK:
+                rect = self._load_page(index).rect
+            return float(rect.width), float(rect.height)
+        self._check_index(index)
+        w, h = self._sizes[index]
+        return float(w), float(h)
+
+    def page_text(self, index: int) -> str | None:
+        """The text layer of a PDF page (empty string when it has none), ``None`` for images."""
+        if self.kind is not DocKind.PDF:
+            self._check_index(index)
+            return None
+        with _MUPDF_LOCK:
+            page = self._load_page(index)
+            try:
+                return page.get_text()
+            except Exception as e:
+                raise InputError(f"page {index + 1}: cannot extract text: {e}") from e
+
+    def pdf_page(self, index: int) -> Any:
+        """The ``pymupdf.Page`` for text-layer analysis (PDF only; not thread-safe, use it right away)."""
+        if self.kind is not DocKind.PDF:
+            raise TypeError(f"{self.path} is an image, not a PDF")
+        with _MUPDF_LOCK:
+            return self._load_page(index)
+
+    def render(
+        self, index: int, size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Image.Image:
+        """Render one page to RGB.
+
+        Args:
+            index: 0-based page index.
+            size: exact (width, height) in pixels; PDF pages are rasterised at the zoom that gives it (no fixed
+                DPI). ``None``: PDFs at 144 dpi, images at their own size.
+            max_pixels: cap on width*height; a larger size is shrunk keeping its aspect.
+
+        Returns:
+            An RGB image, transparency flattened on white.
+
+        Raises:
+            InputError: the page (or the file) cannot be read; the message names the page.
+            IndexError: ``index`` is out of range.
+        """
+        if self.kind is DocKind.PDF:
+            return self._render_pdf(index, size, max_pixels)
+        return self._render_image(index, size, max_pixels)
+
+    def _render_pdf(self, index: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
+        with _MUPDF_LOCK:
+            page = self._load_page(index)
+            rect = page.rect  # after /Rotate, so (w, h) is the upright page
+            if rect.width <= 0 or rect.height <= 0:
+                raise InputError(f"page {index + 1}: empty page box {tuple(rect)}")
+            if size is None:
+                size = (round(rect.width * DEFAULT_PDF_ZOOM), round(rect.height * DEFAULT_PDF_ZOOM))
+            w, h = _cap_size(*size, max_pixels)
+            matrix = pymupdf.Matrix(w / rect.width, h / rect.height)
+            try:
+                # alpha=False renders on an opaque white background, so transparency is flattened on white.
+                pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB)
+            except Exception as e:
+                raise InputError(f"page {index + 1}: cannot render: {e}") from e
+            im = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+            del pix
+        if im.size != (w, h):  # MuPDF rounds the pixel box outward; at worst one pixel off
+            im = im.resize((w, h), Image.Resampling.BICUBIC)
+        return im
+
+    def _render_image(self, index: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
+        self._check_index(index)
+        where = f"page {index + 1}: " if self.page_count > 1 else ""
+        try:
+            with Image.open(self.path) as im:
+                if index:
+                    im.seek(index)
+                _check_bomb(*im.size)  # the file may have been replaced since it was opened
+                target = _cap_size(*(size or self._sizes[index]), max_pixels)
+                # JPEG can decode at 1/2..1/8 scale: much faster for big photos rendered small.
+                swapped = self._sizes[index] != im.size and self._sizes[index] == im.size[::-1]
+                im.draft(None, target[::-1] if swapped else target)
+                im.load()
+                out = to_rgb(ImageOps.exif_transpose(im))
+        except Image.DecompressionBombError as e:
+            raise InputError(f"{where}image too large (decompression-bomb guard): {e}") from e
+        except InputError as e:
+            raise InputError(f"{where}{e}") from e
+        except OSError as e:  # FileNotFoundError, PermissionError, "image file is truncated", decoder errors
+            raise InputError(f"{where}cannot read image: {_os_reason(e)}") from e
+        except (ValueError, EOFError) as e:
+            raise InputError(f"{where}cannot decode image: {e}") from e
+        if out.size != target:
+            if target[0] * target[1] < out.width * out.height:  # shrinking: antialias, with a fast pre-reduce
+                out = out.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            else:  # enlarging: Lanczos buys nothing visible here and costs a third more time
+                out = out.resize(target, Image.Resampling.BICUBIC)
+        return out
+
+
+def _open_pdf(path: Path) -> DocumentReader:
+    with _MUPDF_LOCK:
+        try:
+            # filetype="pdf": the content decided the kind, not the extension.
+            doc = pymupdf.open(path, filetype="pdf")
+        except pymupdf.EmptyFileError as e:
+            raise InputError("empty file (0 bytes)") from e
+        except (OSError, pymupdf.FileNotFoundError) as e:  # pymupdf's own FileNotFoundError is no OSError
+            raise InputError(_os_reason(e if isinstance(e, OSError) else FileNotFoundError())) from e
+        except Exception as e:  # MuPDF's message names the file, which the caller already reports
+            log.debug("MuPDF cannot open %s: %s", path, e)
+            raise InputError("corrupt or truncated PDF: MuPDF cannot open it") from e
+        try:
+            if doc.needs_pass and not doc.authenticate(""):
+                raise InputError("encrypted: needs a password")
+            # Owner-password-only PDFs (printing/copying restrictions) open without a password and convert.
+            n = doc.page_count
+            if n == 0:
+                raise InputError("PDF has no pages")
+            first_error: Exception | None = None
+            for i in range(n):  # usually stops at page 0; a corrupt file may have no loadable page at all
+                try:
+                    doc.load_page(i)
+                    break
+                except Exception as e:
+                    first_error = first_error or e
+            else:
+                raise InputError(f"corrupt PDF, no readable pages: {first_error}")
+        except BaseException:
+            doc.close()
+            raise
+    if doc.is_encrypted:
+        log.debug("%s: owner-password restrictions ignored for reading", path)
+    return DocumentReader(path, DocKind.PDF, n, pdf=doc)
+
+
+def _open_image(path: Path) -> DocumentReader:
+    try:
+        with Image.open(path) as im:
+            # Only TIFF frames are pages; frames of animated PNG/WebP are an animation, not a document.
+            n = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
+            sizes: list[tuple[int, int]] = []
+            for i in range(n):
+                if i:
+                    im.seek(i)
+                w, h = im.size
+                _check_bomb(w, h)
+                orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 5..8 swap the axes
+                sizes.append((h, w) if orientation in (5, 6, 7, 8) else (w, h))
+    except Image.DecompressionBombError as e:
+        raise InputError(f"image too large (decompression-bomb guard): {e}") from e
+    except UnidentifiedImageError as e:
+        raise InputError("unsupported or corrupt image") from e
+    except OSError as e:
+        raise InputError(_os_reason(e)) from e
+    except (ValueError, EOFError, SyntaxError) as e:
+        raise InputError(f"corrupt image: {e}") from e
+    return DocumentReader(path, DocKind.IMAGE, n, sizes=sizes)
+
+
+def open_document(doc: SourceDoc | Path) -> DocumentReader:
+    """Open a PDF or image for rendering.
+
+    Args:
+        doc: a discovered document, or a path (its kind is then sniffed from its content).
+
+    Returns:
+        A reader; close it (or use ``with``).
+
+    Raises:
+        InputError: with a one-line reason: empty, vanished or unreadable file, corrupt or truncated PDF with no
+            readable page, 0-page PDF, PDF needing a user password, decompression-bomb image, unsupported content.
+    """
+    path = doc.path if isinstance(doc, SourceDoc) else Path(doc)
+    try:
+        # stat again even for a discovered document: it may have vanished or been emptied since discovery.
+        st = path.stat()
+        if path.is_dir():
+            raise InputError("is a directory")
+        if st.st_size == 0:
+            raise InputError("empty file (0 bytes)")
+        kind = doc.kind if isinstance(doc, SourceDoc) else sniff_kind(path)
+    except OSError as e:
+        raise InputError(_os_reason(e)) from e
+    if kind is None:
+        raise InputError("not a PDF or a supported image (PNG, JPEG, TIFF, WebP, BMP)")
+    if kind is DocKind.PDF:
+        return _open_pdf(path)
+    return _open_image(path)
+
+
+_RANGE_RE = re.compile(r"^\s*(\d*)\s*(-?)\s*(\d*)\s*$")
+
+
+def parse_page_ranges(spec: str, page_count: int) -> list[int]:
+    """Parse a 1-based page selection into sorted, unique 0-based indices.
+
+    Args:
+        spec: comma-separated pages and ranges: ``"1-3,7"``, ``"5-"`` (to the end), ``"-3"`` (from the start).
+        page_count: pages in the document; pages beyond it are ignored.
+
+    Returns:
+        0-based indices, ascending, possibly empty when every page asked for is beyond ``page_count``.
+
+    Raises:
+        ValueError: bad syntax, page 0, or a descending range; the message quotes the bad part.
+    """
+    if not spec.strip():
+        raise ValueError("empty page selection; use e.g. 1-3,7 or 5-")
+    pages: set[int] = set()
+    for part in spec.split(","):
+        m = _RANGE_RE.match(part)
+        if m is None or not (m.group(1) or m.group(3)) or (not m.group(2) and not m.group(1)):
+            raise ValueError(f"bad page range {part.strip()!r} in {spec!r}; use e.g. 1-3,7 or 5-")
+        first = int(m.group(1)) if m.group(1) else 1
+        last = (int(m.group(3)) if m.group(3) else page_count) if m.group(2) else first
+        if first < 1 or (m.group(3) and int(m.group(3)) < 1):
+            raise ValueError(f"bad page range {part.strip()!r}: pages are numbered from 1")
+        if m.group(3) and last < first:
+            raise ValueError(f"bad page range {part.strip()!r}: it goes backwards")
+        pages.update(range(first - 1, min(last, page_count)))
+    return sorted(pages)
