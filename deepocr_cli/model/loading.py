@@ -1,0 +1,294 @@
+"""Load a DeepSeek-OCR checkpoint (local folder or hub id) tensor by tensor onto the target device."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepocr_cli.errors import CheckpointError, ModelError
+from deepocr_cli.model.configuration import DeepOcrConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+#: Files a snapshot needs (the remote code and images are never fetched).
+_ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
+#: Checkpoint tensors that are fine to ignore (a buffer some re-saves include, facts §2).
+_IGNORED_SUFFIXES = ("position_ids",)
+#: Special-token names the engine needs, looked up from the tokenizer.
+SPECIAL_TOKENS = {
+    "image": "<image>",
+    "td_open": "<td>",
+    "td_close": "</td>",
+}
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Token ids the engine needs; read from the tokenizer, never hard-coded."""
+
+    bos: int
+    eos: int
+    pad: int
+    image: int
+    td_open: int
+    td_close: int
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model ready for inference plus what came with it.
+
+    Attributes:
+        model: the network (eval mode, on ``device`` in ``dtype``).
+        tokenizer: the fast tokenizer from the same folder.
+        config: parsed configuration.
+        special: special-token ids.
+        path: local folder the files came from.
+        device: device of the weights.
+        dtype: compute dtype.
+    """
+
+    model: Any
+    tokenizer: Any
+    config: DeepOcrConfig
+    special: SpecialIds
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to torch.device.
+
+    Raises:
+        ModelError: CUDA/MPS was requested but is not available.
+    """
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {dev} requested but CUDA is not available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("device mps requested but MPS is not available; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Default bf16 on CUDA, fp32 elsewhere; strings like "bf16", "float16", "fp32" are accepted."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+        "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    }  # fmt: skip
+    try:
+        return names[str(dtype).lower()]
+    except KeyError as exc:
+        raise ModelError(f"unknown dtype {dtype!r}; use bf16, fp16 or fp32") from exc
+
+
+def resolve_model_dir(model: str | Path, revision: str | None = None) -> Path:
+    """A local folder as is, else a hub snapshot (honours HF_HOME, HF_HUB_OFFLINE and ``revision``).
+
+    Raises:
+        ModelError: the folder does not exist and the hub cannot provide it.
+    """
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
+        raise ModelError(
+            f"model folder {model} not found (expected a folder with config.json and *.safetensors)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=str(model), revision=revision, allow_patterns=_ALLOW_PATTERNS))
+    except Exception as exc:  # offline, missing repo, network: all mean "no weights here"
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        hint = (
+            "HF_HUB_OFFLINE is set and the model is not in the local cache: unset HF_HUB_OFFLINE to download "
+            "it, or pass a local folder"
+            if offline
+            else "check the model id and your network, or pass a local folder"
+        )
+        raise ModelError(
+            f"cannot get model {model!r}{f' at revision {revision}' if revision else ''}: {exc.__class__.__name__}. "
+            f"{hint} (--model /path/to/DeepSeek-OCR, a folder with config.json, tokenizer files and "
+            "*.safetensors)."
+        ) from exc
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The fast tokenizer stored in ``path`` (tokenizer.json is used verbatim; no remote code).
+
+    Raises:
+        CheckpointError: the tokenizer files are missing or unreadable.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    folder = Path(path)
+    if not (folder / "tokenizer.json").is_file():
+        raise CheckpointError(f"{folder} has no tokenizer.json")
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    except Exception as exc:
+        raise CheckpointError(f"cannot load the tokenizer in {folder}: {exc}") from exc
+
+
+def special_ids(tokenizer: Any) -> SpecialIds:
+    """Look up BOS/EOS/pad/`<image>`/`<td>`/`</td>` ids in the tokenizer.
+
+    Raises:
+        CheckpointError: a required token is unknown to the tokenizer.
+    """
+    values: dict[str, int | None] = {
+        "bos": tokenizer.bos_token_id,
+        "eos": tokenizer.eos_token_id,
+        "pad": tokenizer.pad_token_id,
+    }
+    unk = tokenizer.unk_token_id
+    for key, token in SPECIAL_TOKENS.items():
+        tid = tokenizer.convert_tokens_to_ids(token)
+        values[key] = None if tid is None or tid == unk else int(tid)
+    if values["pad"] is None:
+        values["pad"] = values["eos"]
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise CheckpointError(f"tokenizer lacks required special tokens: {', '.join(missing)}")
+    return SpecialIds(**values)  # type: ignore[arg-type]
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text("utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"bad {index.name}: {exc}") from exc
+        files = sorted({folder / f for f in weight_map.values()})
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors weights in {folder}")
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint shard {f.name} listed in the index is missing from {folder}")
+    return files
+
+
+def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Replace parameter/buffer ``name`` (possibly on meta) with ``tensor``."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if attr in module._parameters:
+        module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        module._buffers[attr] = tensor
+
+
+def load_state_streaming(model: nn.Module, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
+    """Fill a meta-device model from safetensors files, one tensor at a time.
+
+    Each tensor is read (memory-mapped), cast and moved, then dropped, so host memory never holds
+    more than about one tensor. Floating tensors are cast to ``dtype``; others keep their dtype.
+
+    Raises:
+        CheckpointError: naming every missing, unexpected and mis-shaped tensor.
+    """
+    from safetensors import safe_open
+
+    files = _safetensors_files(folder)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    handles = []
+    found: dict[str, int] = {}
+    try:
+        for i, f in enumerate(files):
+            h = safe_open(str(f), framework="pt", device="cpu")
+            handles.append(h)
+            for key in h.keys():  # noqa: SIM118 - safe_open handles are not iterable
+                found.setdefault(key, i)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read safetensors in {folder}: {exc}") from exc
+    unexpected = sorted(k for k in found if k not in expected and not k.endswith(_IGNORED_SUFFIXES))
+    missing = sorted(k for k in expected if k not in found)
+    mis_shaped = []
+    for key, shape in expected.items():
+        if key in found:
+            got = tuple(handles[found[key]].get_slice(key).get_shape())
+            if got != shape:
+                mis_shaped.append(f"{key} (checkpoint {list(got)}, model {list(shape)})")
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
+            if names:
+                shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"checkpoint {folder} does not match DeepSeek-OCR: " + "; ".join(parts))
+    for key in expected:
+        t = handles[found[key]].get_tensor(key)  # memory-mapped, no copy yet
+        # One conversion on the target device: no full-precision host copy of the tensor.
+        t = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
+        _set_tensor(model, key, t)
+        del t
+    leftover = [n for n, b in model.named_buffers() if b.is_meta]
+    if leftover:
+        raise CheckpointError(f"model buffers not initialised by the checkpoint: {', '.join(leftover)}")
+
+
+def load_checkpoint(
+    model: str | Path = DEFAULT_MODEL,
+    revision: str | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    attn: str = "auto",
+) -> LoadedCheckpoint:
+    """Load config, tokenizer and weights of a DeepSeek-OCR checkpoint.
+
+    Args:
+        model: a local folder in the official layout or a hub id.
+        revision: hub revision (branch, tag or commit); ignored for folders.
+        device: "auto" (cuda > mps > cpu) or a torch device string.
+        dtype: compute dtype; default bf16 on CUDA, fp32 elsewhere.
+        attn: attention backend; "auto" and "sdpa" use torch SDPA (the only one implemented).
+
+    Returns:
+        The loaded model and its companions.
+
+    Raises:
+        ModelError: the weights cannot be found (offline, missing folder) or the device is unavailable.
+        CheckpointError: config, tokenizer or tensors do not match the architecture.
+    """
+    from deepocr_cli.model.modeling import DeepOcrForCausalLM
+
+    if attn not in ("auto", "sdpa", "eager"):
+        raise ModelError(f"attention backend {attn!r} is not available; use auto or sdpa")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    folder = resolve_model_dir(model, revision)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} has no config.json")
+    cfg = DeepOcrConfig.from_file(config_path)
+    tokenizer = load_tokenizer(folder)
+    special = special_ids(tokenizer)
+    with torch.device("meta"):
+        net = DeepOcrForCausalLM(cfg)
+    load_state_streaming(net, folder, dev, dt)
+    net.prepare_for_inference()
+    log.info("loaded %s on %s (%s)", folder, dev, dt)
+    return LoadedCheckpoint(net, tokenizer, cfg, special, folder, dev, dt)

@@ -1,0 +1,86 @@
+"""OcrEngine: prompt ids per mode, scripted checkpoint, OOM back-off through a memory budget."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from deepocr_cli import prompts
+from deepocr_cli.errors import OutOfResourcesError, UsageError
+from deepocr_cli.model import load_engine, write_random_checkpoint
+from deepocr_cli.model.engine import build_prompt_ids
+from deepocr_cli.modes import Mode
+
+SCRIPT = "<|ref|>title<|/ref|><|det|>[[12, 34]]<|/det|>\n# Hello deepocr"
+A4_144DPI = (1191, 1684)
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    path = write_random_checkpoint(tmp_path_factory.mktemp("scripted"), size="tiny", seed=1, script=SCRIPT)
+    return load_engine(str(path), device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("mode", "count"),
+    [(Mode.TINY, 73), (Mode.SMALL, 111), (Mode.BASE, 273), (Mode.LARGE, 421), (Mode.GUNDAM, 903)],
+)
+def test_prompt_ids_layout_for_an_a4_page(scripted, mode, count):
+    request = scripted.prepare(Image.new("RGB", A4_144DPI, "white"), mode)
+    ids = request.prompt_ids
+    tail = scripted.tokenizer.encode(
+        "\n<|grounding|>Convert the document to markdown.", add_special_tokens=False
+    )
+    assert ids == [0, *([128815] * count), *tail]
+    assert request.image.num_embeddings == count
+
+
+def test_prompt_is_stripped_and_text_before_the_image_is_kept(scripted):
+    tok = scripted.tokenizer
+    ids = build_prompt_ids(tok, "  Look: <image>\nFree OCR.  ", 3, 0, 128815)
+    before = tok.encode("Look: ", add_special_tokens=False)
+    after = tok.encode("\nFree OCR.", add_special_tokens=False)
+    assert ids == [0, *before, 128815, 128815, 128815, *after]
+    with pytest.raises(UsageError):
+        build_prompt_ids(tok, "no marker", 3, 0, 128815)
+
+
+def test_scripted_checkpoint_emits_the_script_then_eos_in_every_mode(scripted):
+    img = Image.new("RGB", (900, 700), "white")
+    requests = [
+        scripted.prepare(img, m, prompt=p)
+        for m in (Mode.TINY, Mode.GUNDAM)
+        for p in (prompts.MARKDOWN, prompts.FREE_OCR)
+    ]
+    for result in scripted.generate(requests, max_new_tokens=64):
+        assert result.text == SCRIPT
+        assert not result.truncated
+        assert result.token_ids[-1] == scripted.special.eos
+        assert result.generated_tokens == len(result.token_ids)
+
+
+def test_scripts_with_repeated_tokens_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="at most once"):
+        write_random_checkpoint(tmp_path / "bad", size="tiny", script="[[1, 2, 3, 4]]")
+
+
+def test_small_budget_splits_batches_and_keeps_results(tmp_path):
+    path = write_random_checkpoint(tmp_path / "r", size="tiny", seed=5)
+    free = load_engine(str(path), device="cpu")
+    img = Image.new("RGB", (500, 400), "white")
+    requests = [free.prepare(img, m) for m in (Mode.TINY, Mode.SMALL, Mode.TINY, Mode.SMALL)]
+    reference = free.generate(requests, max_new_tokens=6, batch_size=4)
+    assert free.stats.batches == [4]
+
+    per_request = max(free.request_bytes(r, 6) for r in requests)
+    free.stats = type(free.stats)()
+    free.memory_budget_bytes = int(per_request * 1.5)
+    split = free.generate(requests, max_new_tokens=6, batch_size=4)
+    # by prompt length: [tiny, tiny, small, small]; 4 and then 2 smalls exceed the budget, 2 tinies fit
+    assert free.stats.oom_splits == 2 and free.stats.batches == [2, 1, 1]
+    assert [r.token_ids for r in split] == [r.token_ids for r in reference]
+    assert free.auto_batch_size(requests, 6) == 1  # planned from the largest request
+
+    free.memory_budget_bytes = 10
+    with pytest.raises(OutOfResourcesError):
+        free.generate(requests[:2], max_new_tokens=6, batch_size=2)

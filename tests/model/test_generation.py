@@ -1,0 +1,144 @@
+"""Batched greedy generation: n-gram blocker, padding invariance, mixed modes, truncation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from deepocr_cli import prompts
+from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
+from deepocr_cli.model.generation import NGramBlocker
+from deepocr_cli.modes import Mode
+
+
+def _banned(blocker: NGramBlocker, seq: list[int], vocab: int = 10) -> set[int]:
+    mask = blocker.banned(torch.tensor([seq]), vocab)
+    return set() if mask is None else set(torch.nonzero(mask[0]).flatten().tolist())
+
+
+def test_ngram_bans_the_token_that_would_repeat_an_ngram():
+    b = NGramBlocker(size=3, window=50)
+    # history 1 2 3 ... 1 2: the 3-gram (1, 2, 3) exists, so 3 is banned after "1 2"
+    assert _banned(b, [1, 2, 3, 4, 1, 2]) == {3}
+    assert _banned(b, [1, 2, 3, 4, 2, 1]) == set()
+
+
+def test_ngram_only_looks_inside_the_window():
+    seq = [1, 2, 3] + [5, 6, 7, 8, 9] * 2 + [1, 2]  # the (1, 2, 3) n-gram starts 15 tokens back
+    assert _banned(NGramBlocker(size=3, window=15), seq) == {3}
+    assert _banned(NGramBlocker(size=3, window=14), seq) == set()
+
+
+def test_ngram_never_bans_whitelisted_ids():
+    seq = [7, 8, 1, 7, 8, 2, 7, 8]
+    assert _banned(NGramBlocker(size=3, window=50), seq) == {1, 2}
+    assert _banned(NGramBlocker(size=3, window=50, whitelist=(2,)), seq) == {1}
+
+
+def test_ngram_does_nothing_while_history_is_shorter_than_n():
+    b = NGramBlocker(size=4, window=50)
+    assert b.banned(torch.tensor([[1, 2, 1]]), 10) is None
+    assert _banned(b, [1, 2, 3, 1, 2, 3]) == {1}
+
+
+def test_ngram_tail_gives_the_same_ban_as_the_full_history():
+    torch.manual_seed(0)
+    b = NGramBlocker(size=3, window=20)
+    seq = torch.randint(0, 4, (3, 200))
+    full = b.banned(seq, 4)
+    tail = b.banned(seq[:, -b.history :], 4)
+    assert torch.equal(full, tail)
+
+
+def test_ngram_is_per_row():
+    b = NGramBlocker(size=2, window=50)
+    mask = b.banned(torch.tensor([[1, 2, 1], [3, 1, 3]]), 5)
+    assert set(torch.nonzero(mask[0]).flatten().tolist()) == {2}
+    assert set(torch.nonzero(mask[1]).flatten().tolist()) == {1}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    path: Path = write_random_checkpoint(tmp_path_factory.mktemp("gen"), size="tiny", seed=3)
+    return load_engine(str(path), device="cpu")
+
+
+def _page(width: int, height: int, text: str) -> Image.Image:
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    for i in range(0, height, 40):
+        draw.text((10, i), f"{text} line {i}", fill="black")
+    return img
+
+
+def test_batched_results_equal_one_at_a_time(engine):
+    requests = [
+        engine.prepare(_page(300, 400, "a"), Mode.TINY),
+        engine.prepare(_page(800, 600, "b"), Mode.SMALL, prompt=prompts.FREE_OCR),
+        engine.prepare(_page(700, 900, "c"), Mode.LARGE),
+        engine.prepare(_page(500, 500, "d"), Mode.BASE, prompt=prompts.PARSE_FIGURE),
+    ]
+    ngram = NGramConfig(size=2, window=10)  # small n so the blocker actually fires in 10 tokens
+    batched = engine.generate(requests, max_new_tokens=10, batch_size=4, ngram=ngram)
+    single = [engine.generate([r], max_new_tokens=10, batch_size=1, ngram=ngram)[0] for r in requests]
+    assert len({len(r.prompt_ids) for r in requests}) == 4  # really different lengths
+    for b, s in zip(batched, single, strict=True):
+        assert b.token_ids == s.token_ids
+        assert [t for t, _ in b.first_top5] == [t for t, _ in s.first_top5]
+        for (_, vb), (_, vs) in zip(b.first_top5, s.first_top5, strict=True):
+            assert vb == pytest.approx(vs, abs=1e-4)
+
+
+def test_mixed_mode_batch_keeps_request_order_and_tags(engine):
+    modes = [Mode.GUNDAM, Mode.TINY, Mode.LARGE, Mode.SMALL]
+    requests = [engine.prepare(_page(640, 900, m.value), m, tag=m.value) for m in modes]
+    results = engine.generate(requests, max_new_tokens=3, batch_size=4)
+    assert [r.tag for r in results] == [m.value for m in modes]
+    assert [r.num_image_embeddings for r in results] == [903, 73, 421, 111]
+    assert [r.prompt_ids for r in results] == [r.prompt_ids for r in requests]
+
+
+def test_random_checkpoint_never_stops_and_is_flagged_truncated(engine):
+    request = engine.prepare(_page(400, 300, "x"), Mode.TINY)
+    (result,) = engine.generate([request], max_new_tokens=12)
+    assert result.truncated
+    assert result.generated_tokens == len(result.token_ids) == 12
+    assert engine.special.eos not in result.token_ids
+    assert len(result.first_top5) == 5
+    assert result.first_top5[0][0] == result.token_ids[0]  # greedy picks the best first logit
+    values = [v for _, v in result.first_top5]
+    assert values == sorted(values, reverse=True)
+
+
+def test_max_new_tokens_is_bounded_by_the_context_length(engine):
+    request = engine.prepare(_page(400, 300, "x"), Mode.TINY)
+    limit = engine.config.decoder.max_position_embeddings
+    from deepocr_cli.model.generation import generate_batch
+
+    with torch.inference_mode():
+        embeds = engine.model.encode_images([request.image])
+        long_prompt = request.prompt_ids + [100] * (limit - len(request.prompt_ids) - 2)
+        out = generate_batch(
+            engine.model,
+            [long_prompt],
+            embeds,
+            image_token_id=engine.special.image,
+            eos_token_id=engine.special.eos,
+            pad_token_id=engine.special.pad,
+            max_new_tokens=50,
+        )
+    assert len(out.tokens[0]) == 2 and out.truncated == [True]
+
+
+def test_ignore_eos_generates_a_fixed_length(tmp_path):
+    path = write_random_checkpoint(tmp_path / "s", size="tiny", seed=1, script="Hi there")
+    eng = load_engine(str(path), device="cpu")
+    request = eng.prepare(_page(300, 300, "y"), Mode.TINY, prompt=prompts.FREE_OCR)
+    (stopped,) = eng.generate([request], max_new_tokens=10)
+    (fixed,) = eng.generate([request], max_new_tokens=10, ignore_eos=True)
+    assert not stopped.truncated and stopped.token_ids[-1] == eng.special.eos
+    assert fixed.generated_tokens == 10
+    assert fixed.token_ids[: stopped.generated_tokens] == stopped.token_ids
