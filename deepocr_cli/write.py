@@ -35,7 +35,7 @@ class OutputPaths:
     images_dir: Path
 
 
-def output_paths(source: Path, root: Path, output_dir: Path | None) -> OutputPaths:
+def output_paths(source: Path, root: Path, output_dir: Path | None, stem: str | None = None) -> OutputPaths:
     """Choose output locations for a source document.
 
     Args:
@@ -43,6 +43,8 @@ def output_paths(source: Path, root: Path, output_dir: Path | None) -> OutputPat
         root: the input root the user named (a folder, or the file itself).
         output_dir: when given, outputs mirror ``source``'s path relative to ``root`` under it;
             otherwise they go next to the source.
+        stem: output name stem; default the source's stem (the pipeline passes the full name,
+            e.g. ``a.pdf``, when two sources would otherwise share outputs).
 
     Returns:
         The three output paths.
@@ -60,7 +62,7 @@ def output_paths(source: Path, root: Path, output_dir: Path | None) -> OutputPat
         except ValueError:
             raise ValueError(f"{source} is not under the input root {root}") from None
         base = output_dir / rel.parent
-    stem = source.stem
+    stem = stem or source.stem
     return OutputPaths(base / f"{stem}.md", base / f"{stem}.json", base / f"{stem}_images")
 
 

@@ -1,0 +1,87 @@
+"""ConvertOptions: every setting of a conversion run, validated once, shared by the CLI and the library."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deepocr_cli.errors import UsageError
+from deepocr_cli.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
+
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
+AUTO = "auto"
+TASKS = ("markdown", "free")
+FORMATS = ("md", "json")
+
+
+def default_model() -> str:
+    """The model to use when none is given: $DEEPOCR_MODEL, else the official hub id."""
+    return os.environ.get("DEEPOCR_MODEL") or DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Settings of one `convert` run; invalid combinations raise UsageError at construction."""
+
+    mode: str = AUTO
+    model: str = field(default_factory=default_model)
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    batch_size: int | None = None
+    min_tiles: int = 2
+    max_tiles: int = 6
+    pages: str | None = None
+    recursive: bool = True
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    output_dir: Path | None = None
+    formats: tuple[str, ...] = FORMATS
+    force: bool = False
+    task: str = "markdown"
+    max_new_tokens: int = 8192
+    max_compression: float = 10.0
+    min_mode: str = Mode.TINY.value
+    max_mode: str = Mode.GUNDAM.value
+    escalate: bool = True
+    deep: bool = True
+    deep_max_per_page: int = 8
+    render_molecules: bool = False
+    ngram_size: int = 20
+    ngram_window: int = 50
+    stdout: bool = False
+
+    def __post_init__(self) -> None:
+        modes = [m.value for m in MODE_ORDER]
+        if self.mode not in (AUTO, *modes):
+            raise UsageError(f"--mode must be auto or one of {', '.join(modes)}, got {self.mode!r}")
+        for name in ("min_mode", "max_mode"):
+            if getattr(self, name) not in modes:
+                raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(modes)}")
+        if modes.index(self.min_mode) > modes.index(self.max_mode):
+            raise UsageError("--min-mode is above --max-mode")
+        if self.task not in TASKS:
+            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise UsageError(f"--format takes a comma list of {', '.join(FORMATS)}, got {','.join(self.formats)!r}")
+        if not 1 <= self.min_tiles <= self.max_tiles <= MAX_ALLOWED_TILES:
+            raise UsageError(f"tile bounds must satisfy 1 <= min <= --max-tiles <= {MAX_ALLOWED_TILES}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.max_new_tokens < 1:
+            raise UsageError("--max-new-tokens must be at least 1")
+        if self.max_compression <= 0:
+            raise UsageError("--max-compression must be positive")
+        if self.deep_max_per_page < 0:
+            raise UsageError("--deep-max-per-page must be >= 0")
+
+    def output_settings(self) -> dict:
+        """The settings that determine a document's output; a change of any of them reconverts it."""
+        keep = (
+            "mode", "min_tiles", "max_tiles", "pages", "task", "max_new_tokens", "max_compression",
+            "min_mode", "max_mode", "escalate", "deep", "deep_max_per_page", "ngram_size", "ngram_window",
+        )
+        d = asdict(self)
+        return {k: d[k] for k in keep}

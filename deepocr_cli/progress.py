@@ -1,0 +1,91 @@
+"""Run progress on stderr: rich bars on a terminal, timestamped log lines otherwise (cron, pipes)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+
+from deepocr_cli.pipeline import FileReport, Reporter, RunReport
+from deepocr_cli.results import PageResult
+
+log = logging.getLogger("deepocr")
+
+
+class CliReporter(Reporter):
+    """Progress for the CLI. On a TTY: bars for files and pages with pages/s, tokens/s and ETA."""
+
+    def __init__(self, quiet: bool = False, verbose: int = 0) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+        self.tty = sys.stderr.isatty() and not quiet
+        self.t0 = time.perf_counter()
+        self.pages = 0
+        self.tokens = 0
+        self._progress = None
+        self._files_task = None
+        self._pages_task = None
+        self._total_pages = 0
+
+    def __enter__(self) -> CliReporter:
+        if self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self._progress.start()
+            self._files_task = self._progress.add_task("files", total=None, rate="")
+            self._pages_task = self._progress.add_task("pages", total=0, rate="")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _rate(self) -> str:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        return f"{self.pages / dt:.2f} pages/s  {self.tokens / dt:.0f} tok/s"
+
+    def doc_started(self, source: str, pages: int) -> None:
+        self._total_pages += pages
+        if self._progress is not None:
+            self._progress.update(self._pages_task, total=self._total_pages)
+        elif not self.quiet:
+            log.info("converting %s (%d page%s)", source, pages, "" if pages == 1 else "s")
+
+    def page_done(self, source: str, page: PageResult) -> None:
+        self.pages += 1
+        self.tokens += page.generated_tokens
+        if self._progress is not None:
+            self._progress.update(self._pages_task, advance=1, rate=self._rate())
+        elif self.verbose and not self.quiet:
+            state = "error: " + page.error.message if page.error else ("truncated" if page.truncated else "ok")
+            log.info("  page %d: %s, %d tokens, %s", page.index + 1, page.mode or "-", page.generated_tokens, state)
+
+    def doc_done(self, report: FileReport) -> None:
+        if self._progress is not None:
+            self._progress.update(self._files_task, advance=1, rate="")
+        line = f"{report.status} {report.source}" + (f": {report.reason}" if report.reason else "")
+        if report.status in ("failed", "partial"):
+            if self._progress is not None:
+                self._progress.console.print(f"[red]{line}[/red]")
+            else:
+                log.warning("%s", line)
+        elif not self.quiet and self._progress is None:
+            log.info("%s", line)
+
+
+def summary_line(report: RunReport) -> str:
+    """One-line run summary for stderr."""
+    t = report.to_json()["totals"]
+    return (
+        f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
+        f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
+        f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
+    )
