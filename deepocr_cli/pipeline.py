@@ -101,6 +101,9 @@ class Reporter:
     """Progress sink; the CLI subclasses it (rich bars on a TTY, log lines otherwise). All calls come
     from the calling thread."""
 
+    def run_started(self, files: int) -> None:
+        """Discovery found this many inputs (supported documents plus skipped paths)."""
+
     def doc_started(self, source: str, pages: int) -> None:
         """A document is being converted."""
 
@@ -170,6 +173,7 @@ def convert(
     docs, skipped = find_documents(
         list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
     )
+    reporter.run_started(len(docs) + len(skipped))
     for s in skipped:
         _skip_input(report, reporter, s)
     if not docs:
@@ -575,7 +579,6 @@ class _Runner:
 
         assert req.block is not None
         req.block.figure = classify_figure_answer(res.text, truncated=res.truncated)
-        req.work.page.timing["deep_tokens"] = req.work.page.timing.get("deep_tokens", 0) + res.generated_tokens
         req.work.figures_pending -= 1
         if req.work.figures_pending == 0:
             self._finish_page(req.work)

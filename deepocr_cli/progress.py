@@ -52,6 +52,10 @@ class CliReporter(Reporter):
         dt = max(time.perf_counter() - self.t0, 1e-9)
         return f"{self.pages / dt:.2f} pages/s  {self.tokens / dt:.0f} tok/s"
 
+    def run_started(self, files: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._files_task, total=files)
+
     def doc_started(self, source: str, pages: int) -> None:
         self._total_pages += pages
         if self._progress is not None:
