@@ -235,6 +235,21 @@ def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[
     return out
 
 
+def render_molecule_images(page: PageResult, paths: OutputPaths) -> list[Path]:
+    """Draw every valid molecule of a page beside its figure crop (`--render-molecules`)."""
+    from deepocr_cli.figures import render_molecule_png
+
+    written = []
+    for block in page.blocks:
+        fig = block.figure
+        mol = getattr(fig, "molecule", None) if getattr(fig, "kind", "") == "molecule" else None
+        if mol and mol.get("valid"):
+            path = paths.images_dir / f"p{page.index + 1:03d}_{block.index:02d}_molecule.png"
+            if render_molecule_png(mol["smiles"], path):
+                written.append(path)
+    return written
+
+
 def _load_engine(options: ConvertOptions) -> Any:
     from deepocr_cli.model import load_engine
 
@@ -589,7 +604,7 @@ class _Runner:
             try:
                 save_page_crops(page, work.image, doc.paths)
                 if self.opt.render_molecules:
-                    self._render_molecules(page, doc.paths)
+                    render_molecule_images(page, doc.paths)
             except OSError as e:
                 page.warnings.append(f"figure crops not saved: {e.strerror or e}")
         work.image = None
@@ -601,15 +616,6 @@ class _Runner:
                 log.warning("cannot record progress of %s: %s", doc.src.path, e)
         self.reporter.page_done(str(doc.src.path), page)
         self._maybe_finish_doc(doc)
-
-    def _render_molecules(self, page: PageResult, paths: OutputPaths) -> None:
-        from deepocr_cli.figures import render_molecule_png
-
-        for block in page.blocks:
-            fig = block.figure
-            if fig is not None and getattr(fig, "kind", "") == "molecule" and fig.molecule and fig.molecule.get("valid"):
-                name = f"p{page.index + 1:03d}_{block.index:02d}_molecule.png"
-                render_molecule_png(fig.molecule["smiles"], paths.images_dir / name)
 
     def _maybe_finish_doc(self, doc: _Doc) -> None:
         if not doc.all_submitted or len(doc.done) < len(doc.wanted) or doc.result is None:
