@@ -272,6 +272,8 @@ def plan(
     include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")] = None,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: NUL-separated paths on stdin.")] = False,
+    model: Annotated[str, typer.Option(help="Model whose measured speed estimates the time [env DEEPOCR_MODEL].",
+                                       show_default="deepseek-ai/DeepSeek-OCR")] = "",
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
@@ -281,7 +283,7 @@ def plan(
 
     try:
         options = ConvertOptions(
-            mode=AUTO, max_compression=max_compression, min_mode=min_mode, max_mode=max_mode,
+            mode=AUTO, model=model or default_model(), max_compression=max_compression, min_mode=min_mode, max_mode=max_mode,
             max_tiles=max_tiles, pages=pages, recursive=recursive, include=tuple(include or ()),
             exclude=tuple(exclude or ()),
         )

@@ -651,6 +651,9 @@ class _Runner:
         if doc.lock is not None:
             doc.lock.release()
             doc.lock = None
+        from deepocr_cli import rates
+
+        rates.record(self.model_info["id"], self.model_info["device"], result.pages)
         self.report.files.append(fr)
         self.reporter.doc_done(fr)
 

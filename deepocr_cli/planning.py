@@ -55,8 +55,27 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
         except (InputError, ValueError) as e:
             entry["error"] = str(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
-    return {"max_compression": options.max_compression, "files": files, "vision_tokens": {
-        k: totals[k] for k in ("auto", *(m.value for m in MODE_ORDER))}, "totals": totals}
+    modes = ("auto", *(m.value for m in MODE_ORDER))
+    return {"max_compression": options.max_compression, "files": files,
+            "vision_tokens": {k: totals[k] for k in modes}, "totals": totals,
+            "estimated_seconds": _estimate_seconds(files, options.model)}
+
+
+def _estimate_seconds(files: list[dict], model: str) -> dict | None:
+    """Generation time per strategy from rates measured by earlier runs of this model, if any."""
+    from deepocr_cli import rates
+
+    measured = rates.seconds_per_page(model)
+    if measured is None:
+        return None
+    device, per_page = measured
+    pages = [p for f in files for p in f["pages"]]
+    out: dict = {"device": device, "model": model}
+    auto = [per_page.get(p["mode"]) for p in pages]
+    out["auto"] = round(sum(auto), 1) if all(v is not None for v in auto) else None
+    for m in MODE_ORDER:
+        out[m.value] = round(per_page[m.value] * len(pages), 1) if m.value in per_page else None
+    return out
 
 
 def render_plan_table(result: dict) -> None:
@@ -77,8 +96,15 @@ def render_plan_table(result: dict) -> None:
                           f"{p['predicted_ratio']:.1f}x", p.get("reason", ""))
     console.print(table)
     vt = result["vision_tokens"]
-    totals = Table(title="vision tokens: auto vs fixed modes")
+    totals = Table(title="totals: auto vs fixed modes")
+    totals.add_column("")
     for k in vt:
         totals.add_column(k, justify="right")
-    totals.add_row(*(str(v) for v in vt.values()))
+    totals.add_row("vision tokens", *(str(v) for v in vt.values()))
+    est = result.get("estimated_seconds")
+    if est:
+        totals.add_row(f"est. seconds ({est['device']})", *(
+            "-" if est.get(k) is None else f"{est[k]:.0f}" for k in vt))
     console.print(totals)
+    if not est:
+        console.print("No time estimate yet: it appears once `deepocr convert` has measured this model's speed.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.pop("DEEPOCR_MODEL", None)
+# Measured-rate cache (deepocr_cli.rates) goes to a throwaway folder, never the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepocr-test-cache-")
 
 #: What the scripted checkpoint answers for every prompt: one grounded image block, then EOS. A scripted
 #: checkpoint keys each next token on the current one, so every token must be distinct: the box uses the

@@ -214,6 +214,18 @@ def test_plan_json_loads_no_model(tree: Path) -> None:
     assert plan["vision_tokens"]["gundam"] >= plan["vision_tokens"]["auto"]
 
 
+def test_plan_estimates_time_once_convert_has_measured_the_model(
+    scripted_checkpoint: Path, tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = json.loads(run("plan", str(tree), "--json", "--model", str(scripted_checkpoint)).stdout)
+    assert before["estimated_seconds"] is None
+    assert run(*convert_args(scripted_checkpoint, str(tree))).exit_code == 0  # --mode tiny: measures tiny only
+    after = json.loads(run("plan", str(tree), "--json", "--model", str(scripted_checkpoint)).stdout)
+    est = after["estimated_seconds"]
+    assert est["device"] == "cpu" and est["tiny"] > 0 and est["gundam"] is None
+
+
 def test_infer_json_exposes_fidelity_fields(scripted_checkpoint: Path, tmp_path: Path) -> None:
     png = make_png(tmp_path / "p.png")
     r = run("infer", str(png), "--model", str(scripted_checkpoint), "--mode", "small", "--json")
