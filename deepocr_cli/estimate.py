@@ -68,6 +68,9 @@ _MIN_CORE_PX = 3  # below this a "line" is noise or a rule
 _INK_DENSITY = (0.05, 0.65)  # text lines; solid bars and photos fall outside
 _FIGURE_HEIGHT_FACTOR = 3.5  # lines taller than this x the median line are figures
 _SMALL_TEXT_QUANTILE = 0.05
+#: Ink runs longer than this share of the page's long side are rules, frames, bars or plot axes, not glyph strokes
+#: (4% of A4's long side is 34 pt: only the strokes of display type above ~45 pt are that long).
+RULE_LEN_FRAC = 0.04
 _RULE_MIN_PX = 60  # a block taller than this is several lines: a column inked over 60% of it is a rule  # min_text_height: size at the 5th percentile of characters
 
 
@@ -366,6 +369,29 @@ def _binarize(gray: np.ndarray) -> np.ndarray:
     return (g < lower_f) | (g > upper_f)
 
 
+def _long_run_mask(ink: np.ndarray, limit: int) -> np.ndarray:
+    """Pixels inside horizontal ink runs longer than ``limit`` px (rules, frames, bars, axes); [H, W] bool."""
+    h, w = ink.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = ink
+    flat = padded.ravel()
+    d = np.diff(flat)
+    starts = np.flatnonzero(d == 1) + 1
+    ends = np.flatnonzero(d == -1) + 1
+    long = (ends - starts) > limit
+    delta = np.zeros(flat.size + 1, dtype=np.int32)
+    delta[starts[long]] = 1
+    delta[ends[long]] = -1
+    return (np.cumsum(delta[:-1]) > 0).reshape(h, w + 2)[:, 1:-1]
+
+
+def _drop_lines(ink: np.ndarray) -> np.ndarray:
+    """Ink without long horizontal and vertical strokes: glyph strokes are at most about one em long."""
+    limit = max(12, round(RULE_LEN_FRAC * max(ink.shape)))
+    long = _long_run_mask(ink, limit) | _long_run_mask(np.ascontiguousarray(ink.T), limit).T
+    return ink & ~long
+
+
 def _xy_cut(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Recursive XY-cut on a coarse ink map; returns single-column blocks (y0, y1, x0, x1) in full-res px."""
     h, w = ink.shape
@@ -461,7 +487,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     Returns:
         An estimate with source "image".
     """
-    ink = _binarize(gray)
+    ink = _drop_lines(_binarize(gray))
     found = _lines(ink, _xy_cut(ink))
     found = [ln for ln in found if ln[0] >= _MIN_CORE_PX and _INK_DENSITY[0] <= ln[3] <= _INK_DENSITY[1]]
     if found:
