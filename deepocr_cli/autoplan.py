@@ -31,6 +31,12 @@ MIN_TEXT_PX = 9.0
 ELONGATED_ASPECT = 2.5
 #: An estimate below this many tokens is an empty page.
 EMPTY_TOKENS = 1.0
+#: Planning safety factor per estimate source: a mode is chosen for ``tokens x factor``, so that an estimate
+#: that falls short of the page's true count still lands under the target. Text layer: the 90th percentile of
+#: true / estimated tokens over the estimator's calibration set (leave-one-out, 80 texts; see
+#: deepocr_cli.estimate), i.e. ~90% of pages are not under-counted by more than this. The image path is left at
+#: 1 (its error is measured by bench/density.py; escalation catches what it misses).
+PLAN_SAFETY = {"text_layer": 1.13, "image": 1.0}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ def choose_mode(
     max_mode: Mode = Mode.GUNDAM,
     min_tiles: int = DEFAULT_MIN_TILES,
     max_tiles: int = DEFAULT_MAX_TILES,
+    safety: float | None = None,
 ) -> ModeChoice:
     """Choose the cheapest allowed mode meeting the compression target and the legibility floor.
 
@@ -106,6 +113,8 @@ def choose_mode(
         max_mode: most expensive mode allowed.
         min_tiles: Gundam tile-count lower bound.
         max_tiles: Gundam tile-count upper bound.
+        safety: the mode must keep ``tokens x safety`` at or below the target; default PLAN_SAFETY of the
+            estimate's source. ``predicted_ratio`` stays the plain estimate / vision tokens.
 
     Returns:
         The choice; when no allowed mode meets both conditions, the most expensive allowed one with a reason
@@ -116,6 +125,11 @@ def choose_mode(
     if max_compression <= 0:
         raise ValueError("max_compression must be positive")
     modes = _allowed(min_mode, max_mode)
+    if safety is None:
+        safety = PLAN_SAFETY.get(est.source, 1.0)
+    if safety <= 0:
+        raise ValueError("safety must be positive")
+    limit = max_compression / safety  # largest predicted ratio a mode may be chosen with
 
     def make(mode: Mode, reason: str) -> ModeChoice:
         rw, rh = render_size(mode, width, height, min_tiles, max_tiles)
@@ -128,7 +142,7 @@ def choose_mode(
     aspect = max(width, height) / min(width, height)
     if aspect > ELONGATED_ASPECT and Mode.GUNDAM in modes:
         choice = make(Mode.GUNDAM, f"elongated page (aspect {aspect:.1f} > {ELONGATED_ASPECT})")
-        if choice.predicted_ratio > max_compression:
+        if choice.predicted_ratio > limit:
             return replace(choice, reason="over budget; " + choice.reason)
         return choice
 
@@ -140,12 +154,14 @@ def choose_mode(
             if est.min_text_height is None
             else text_px(mode, width, height, est.min_text_height, choice.grid)
         )
-        if choice.predicted_ratio > max_compression:
+        if choice.predicted_ratio > limit:
             continue
         if px is not None and px < MIN_TEXT_PX:
             small_text = True
             continue
         why = f"ratio {choice.predicted_ratio:.1f} <= {max_compression:g}"
+        if safety != 1.0:
+            why += f" with {safety:g}x safety"
         if px is not None:
             why += f", smallest text {px:.1f} px >= {MIN_TEXT_PX:g}"
         if small_text:
@@ -153,7 +169,7 @@ def choose_mode(
         return ModeChoice(choice.mode, choice.grid, choice.vision_tokens, choice.predicted_ratio, why)
 
     last = make(modes[-1], "")
-    reason = "over budget" if last.predicted_ratio > max_compression else "text too small"
+    reason = "over budget" if last.predicted_ratio > limit else "text too small"
     log.debug("no mode meets the targets (%s); using %s", reason, last.mode)
     return ModeChoice(
         last.mode,

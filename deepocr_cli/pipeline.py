@@ -286,7 +286,7 @@ class _Runner:
         self.model_info = {**model_info, "dtype": str(getattr(engine, "dtype", "")).replace("torch.", ""),
                            "device": str(getattr(engine, "device", ""))}
         self.settings = settings
-        self.batch_size = options.batch_size or int(getattr(engine, "default_batch_size", 8))
+        self.batch_size = options.batch_size or engine.suggested_batch_size(options.max_new_tokens)
         self.queue: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.batch_size))
         self.stop = threading.Event()
         self.internal: deque[_Request] = deque()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from deepocr_cli.autoplan import MIN_TEXT_PX, ModeChoice, choose_mode, needs_escalation, next_mode, text_px
+from deepocr_cli.autoplan import (
+    MIN_TEXT_PX,
+    PLAN_SAFETY,
+    ModeChoice,
+    choose_mode,
+    needs_escalation,
+    next_mode,
+    text_px,
+)
 from deepocr_cli.estimate import TextEstimate
 from deepocr_cli.modes import Mode, vision_tokens
 
@@ -12,11 +20,12 @@ A4 = (595.0, 842.0)
 LEGIBLE = 10 / 842  # 10-pt text on A4: 6 px in Tiny, 12 px in Base
 
 
-def est(tokens: float, min_text_height: float | None = None) -> TextEstimate:
-    return TextEstimate(tokens, "text_layer", int(tokens * 3.5), 0, 10, min_text_height)
+def est(tokens: float, min_text_height: float | None = None, source: str = "image") -> TextEstimate:
+    return TextEstimate(tokens, source, int(tokens * 3.5), 0, 10, min_text_height)
 
 
 def test_exactly_at_target_keeps_the_cheaper_mode_and_just_above_escalates():
+    assert PLAN_SAFETY["image"] == 1.0
     at = choose_mode(est(640.0), *A4)  # Tiny = 64 vision tokens -> ratio exactly 10
     assert (at.mode, at.vision_tokens, at.predicted_ratio) == (Mode.TINY, 64, 10.0)
     above = choose_mode(est(640.5), *A4)
@@ -24,6 +33,20 @@ def test_exactly_at_target_keeps_the_cheaper_mode_and_just_above_escalates():
     assert choose_mode(est(1000.0), *A4).mode is Mode.SMALL
     assert choose_mode(est(1001.0), *A4).mode is Mode.BASE
     assert choose_mode(est(4001.0), *A4).mode is Mode.GUNDAM
+
+
+def test_text_layer_estimates_are_planned_with_a_safety_factor():
+    s = PLAN_SAFETY["text_layer"]
+    assert 1.0 < s < 1.5
+    at = choose_mode(est(640.0 / s, source="text_layer"), *A4)  # 640 tokens after the safety factor
+    assert at.mode is Mode.TINY and at.predicted_ratio == pytest.approx(10.0 / s)
+    assert "safety" in at.reason
+    # an estimate that would just fit Tiny on its own needs Small once the text layer's under-count risk counts
+    assert choose_mode(est(600.0, source="text_layer"), *A4).mode is Mode.SMALL
+    assert choose_mode(est(600.0, source="text_layer"), *A4, safety=1.0).mode is Mode.TINY
+    assert choose_mode(est(3600.0, source="text_layer"), *A4).mode is Mode.GUNDAM  # Large: 9 -> 10.2
+    with pytest.raises(ValueError):
+        choose_mode(est(10.0), *A4, safety=0)
 
 
 def test_gundam_uses_the_page_grid():

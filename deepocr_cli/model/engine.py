@@ -196,6 +196,29 @@ class OcrEngine:
             return max(1, min(len(requests), _DEFAULT_HOST_BATCH))
         return max(1, min(len(requests), budget // max(per_request, 1)))
 
+    def suggested_batch_size(self, max_new_tokens: int = 8192) -> int:
+        """How many pages a caller should collect before calling generate().
+
+        Sized for the costliest page (Gundam with the most tiles), so any mix of modes fits;
+        generate() still splits a batch if the real requests need more memory.
+        """
+        from deepocr_cli.modes import MAX_ALLOWED_TILES, image_embeddings
+
+        worst = image_embeddings(Mode.GUNDAM, (3, MAX_ALLOWED_TILES // 3)) + 32  # + prompt text
+        dec = self.config.decoder
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        positions = min(worst + max_new_tokens, dec.max_position_embeddings)
+        per_page = dec.kv_bytes_per_token(element) * positions + _ACTIVATION_FACTOR * (
+            worst * dec.hidden_size * element * (4 + dec.num_experts_per_tok))
+        if self.memory_budget_bytes is not None:
+            budget = self.memory_budget_bytes
+        elif self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = int(free * _GPU_MEMORY_FRACTION)
+        else:
+            return _DEFAULT_HOST_BATCH
+        return max(1, int(budget // max(per_page, 1)))
+
     # ----- generation -----
 
     def generate(

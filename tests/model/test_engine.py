@@ -84,3 +84,12 @@ def test_small_budget_splits_batches_and_keeps_results(tmp_path):
     free.memory_budget_bytes = 10
     with pytest.raises(OutOfResourcesError):
         free.generate(requests[:2], max_new_tokens=6, batch_size=2)
+
+
+def test_suggested_batch_size_follows_the_memory_budget(scripted_checkpoint) -> None:
+    from deepocr_cli.model import load_engine
+
+    small = load_engine(str(scripted_checkpoint), memory_budget_bytes=50_000_000).suggested_batch_size(512)
+    large = load_engine(str(scripted_checkpoint), memory_budget_bytes=500_000_000).suggested_batch_size(512)
+    assert 1 <= small < large
+    assert load_engine(str(scripted_checkpoint), memory_budget_bytes=1).suggested_batch_size(512) == 1
