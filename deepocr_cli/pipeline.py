@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,9 @@ class _Runner:
         self.stop = threading.Event()
         self.internal: deque[_Request] = deque()
         self.producer_error: BaseException | None = None
+        # Preprocessing (PIL resizes, tensor conversion) releases the GIL: a few workers keep a fast GPU fed.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2))),
+                                       thread_name_prefix="deepocr-prep")
         from deepocr_cli.model import NGramConfig
 
         self.ngram = NGramConfig(size=options.ngram_size, window=options.ngram_window, enabled=options.ngram_size > 0)
@@ -365,7 +369,7 @@ class _Runner:
                         return
                     if index in doc.done:
                         continue
-                    self._put(self._prepare_page(doc, reader, index))
+                    self._put(self._render_page(doc, reader, index))
         except InputError as e:
             self._put(("failed", doc, str(e), False))
             return
@@ -374,8 +378,11 @@ class _Runner:
             return
         self._put(("end", doc))
 
-    def _prepare_page(self, doc: _Doc, reader: DocumentReader, index: int) -> object:
-        """Render, plan and preprocess one page; a page that cannot be rendered becomes an error record."""
+    def _render_page(self, doc: _Doc, reader: DocumentReader, index: int) -> object:
+        """Render and plan one page here (MuPDF is single-threaded), then preprocess it in the pool.
+
+        Returns a Future of the page's request, or an error record for a page that cannot be rendered.
+        """
         t0 = time.perf_counter()
         opt = self.opt
         try:
@@ -414,12 +421,20 @@ class _Runner:
             if est is not None:
                 page.plan = {"estimate": est.to_json(), "choice": choice.to_json(), "target": opt.max_compression}
             work = _Page(doc, page, image, choice)
-            return self._page_request(work, mode, attempt=0)
+            return self.pool.submit(self._preprocess, work, mode)
         except InputError as e:
             return ("page_error", doc, index, PageError("render", str(e)))
         except Exception as e:  # noqa: BLE001 - a broken page must not stop the document
             log.debug("page %d of %s failed to render", index + 1, doc.src.path, exc_info=True)
             return ("page_error", doc, index, PageError("render", f"{type(e).__name__}: {e}"))
+
+    def _preprocess(self, work: _Page, mode: Mode) -> object:
+        """Pool worker: the page's request, or an error record if its image cannot be preprocessed."""
+        try:
+            return self._page_request(work, mode, attempt=0)
+        except Exception as e:  # noqa: BLE001 - one bad page must not stop the document
+            log.debug("page %d of %s failed to preprocess", work.page.index + 1, work.doc.src.path, exc_info=True)
+            return ("page_error", work.doc, work.page.index, PageError("preprocess", f"{type(e).__name__}: {e}"))
 
     def _escalation_target(self, mode: Mode) -> Mode | None:
         if self.opt.mode != AUTO or not self.opt.escalate:
@@ -448,6 +463,7 @@ class _Runner:
         finally:
             self.stop.set()
             producer.join(timeout=5)
+            self.pool.shutdown(wait=False, cancel_futures=True)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -468,6 +484,8 @@ class _Runner:
                     item = self.queue.get(timeout=None if not batch else 0.05)
                 except queue.Empty:
                     break
+                if isinstance(item, Future):
+                    item = item.result()
                 if item is _DONE:
                     producer_done = True
                 elif isinstance(item, _Request):
