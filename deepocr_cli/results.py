@@ -22,7 +22,7 @@ class PageError:
     """Why a page has no usable output.
 
     Attributes:
-        stage: where it failed: render, infer, parse, write or deep.
+        stage: where it failed: render, preprocess, infer, parse, write or deep.
         message: a one-line explanation for the user.
     """
 
