@@ -3,7 +3,7 @@
 Usage: python bench/density.py /tmp/deepocr-corpus [--target 10] [--markdown]
 
 Prints (a) image-only estimation error against the text-layer truth, (b) vision tokens of auto vs fixed modes,
-(c) estimator speed, (d) a per-category breakdown. The corpus comes from
+(c) estimator speed, (d) a per-category breakdown and per-page rows. The corpus comes from
 /work/shared/corpus/build_corpus.sh; truth = the manifest's DeepSeek-tokenizer counts (`ds_tokens`).
 """
 
@@ -130,7 +130,9 @@ def report(res: list[dict], target: float, markdown: bool) -> str:
         f"{med(r['ms_page'] for r in res if r['source'] == 'text_layer'):.1f} (text-layer path), "
         f"{med(r['ms_page'] for r in res if r['source'] == 'image'):.1f} (image path incl. render); "
         f"render {med(r['ms_render'] for r in res if r['ms_render']):.1f}; image analysis "
-        f"{med(r['ms_image'] for r in res):.1f} (max {max(r['ms_image'] for r in res):.1f})"
+        f"{med(r['ms_image'] for r in res):.1f} (p90 {statistics.quantiles([r['ms_image'] for r in res], n=10)[-1]:.1f}, "
+        f"max {max(r['ms_image'] for r in res):.1f}, the largest raster: "
+        f"{max(res, key=lambda r: r['ms_image'])['doc']})"
     )
     lines.append("")
     cats: dict[str, list[dict]] = defaultdict(list)
@@ -162,6 +164,7 @@ def report(res: list[dict], target: float, markdown: bool) -> str:
             str(r["truth"]),
             f"{r['est']:.0f}",
             f"{r['img']:.0f}",
+            f"{r['img'] / r['truth'] - 1:+.0%}" if r["truth"] else "-",
             r["auto_mode"],
             str(r["auto_vt"]),
             f"{r['true_ratio']:.1f}" if "true_ratio" in r else "-",
@@ -170,7 +173,20 @@ def report(res: list[dict], target: float, markdown: bool) -> str:
         for r in res
     ]
     table(
-        ["page", "category", "source", "true tok", "est", "img est", "auto", "vt", "true ratio", "note"], body
+        [
+            "page",
+            "category",
+            "source",
+            "true tok",
+            "est",
+            "img est",
+            "img err",
+            "auto",
+            "vt",
+            "true ratio",
+            "note",
+        ],
+        body,
     )
     return "\n".join(lines)
 

@@ -1,0 +1,329 @@
+"""Image path of the text estimator: how much text a page raster holds, without OCR.
+
+Pipeline (all vectorised numpy, ~WORK_LONG_SIDE px rasters):
+
+1. ``_binarize``: local, polarity-aware thresholding against the block background, so light text on dark bars
+   counts as ink and the bars, shaded boxes and uneven scan illumination do not.
+2. ``_drop_lines``: ink runs longer than RULE_LEN_FRAC of the page (horizontal or vertical) are rules, frames,
+   bar edges, table borders and plot axes, never glyph strokes; they are removed before lines are looked for.
+3. ``_fragments``: the page is cut into narrow vertical strips; inside each strip the row profile splits the ink
+   into line fragments. A strip is narrow enough that column gutters, skew and neighbouring figures rarely join
+   two lines, and it needs no page segmentation. Each fragment is measured (core: first to last row inked at
+   least half as much as its densest row; inked width with word spaces) and judged by its geometry: too thin,
+   too dense, too sparse, too tall for the page's lines, or a lone blob (a plot marker, a dot) is not text.
+4. ``_link_lines``: fragments continuing one another across neighbouring strips form a line; the line gives the
+   core height (width-weighted) and the script (core / line height: Latin ~0.5, CJK near 1).
+5. Characters = inked width / (advance per core height x line core); tokens by script.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, LATIN_CHARS_PER_TOKEN, TextEstimate
+
+#: Long side of the working raster (px). 1400 px is ~120 dpi on A4: 6-pt print still has a ~4-px x-height.
+WORK_LONG_SIDE = 1400
+_BG_BLOCK = 32  # px; local background = brightest pixel of each block (handles uneven scan illumination)
+_POOL = 4  # 4x4 means before taking block extremes
+#: Ink runs longer than this share of the page's long side are rules, frames, bars or plot axes, not glyph strokes
+#: (4% of A4's long side is 34 pt: only the strokes of display type above ~45 pt are that long).
+RULE_LEN_FRAC = 0.04
+#: Width of the vertical strips in which line fragments are found (px of the working raster, ~0.4 in on A4).
+STRIP = 48
+#: Average advance of a character (spaces included) in units of the measured core height (x-height for Latin,
+#: glyph body for CJK); fitted on synthetic renders (Helvetica, Times, Courier, china-s) at 6-24 pt (CJK refitted
+#: for the strip measure on the china-s renders of tests/test_estimate.py; Latin unchanged, within ~7%).
+LATIN_ADVANCE_PER_CORE = 0.83
+CJK_ADVANCE_PER_CORE = 1.24
+#: x-height and CJK body as a share of the em, to turn core heights into font sizes.
+LATIN_CORE_PER_EM = 0.50
+CJK_CORE_PER_EM = 0.70
+#: Core/line-height above which a line looks CJK (Latin ~0.5-0.65: ascenders and descenders stick out).
+CJK_CORE_SHARE = 0.65
+_MIN_CORE_PX = 3  # below this a fragment is noise, a dot or a hairline
+_INK_DENSITY = (0.08, 0.65)  # ink share of a fragment's core box; solid blobs and sparse specks fall outside
+_FIGURE_HEIGHT_FACTOR = 3.5  # fragments taller than this x the typical fragment are figures
+_MIN_WIDTH_PER_CORE = 1.2  # a text fragment is at least about one glyph and a half wide; a plot marker is not
+_MIN_SIZED_LINE = 3.0  # line heights of width a line needs to count for the smallest print
+_SMALL_TEXT_QUANTILE = 0.05  # min_text_height: size at the 5th percentile of characters
+
+
+def _nb(grid: np.ndarray, fn) -> np.ndarray:
+    """3x3 neighbourhood reduction (np.maximum / np.minimum) of a small block grid."""
+    p = np.pad(grid, 1, mode="edge")
+    out = p[1:-1, 1:-1].copy()
+    for i in range(3):
+        for j in range(3):
+            out = fn(out, p[i : i + grid.shape[0], j : j + grid.shape[1]])
+    return out
+
+
+def _binarize(gray: np.ndarray) -> np.ndarray:
+    """Ink mask [H, W]: pixels that differ from their block's background by a contrast-relative margin.
+
+    Each 32-px block decides its own polarity, so light text on dark title bars and slide themes counts as ink
+    and the bars themselves do not; the background of a block is taken from its neighbourhood of like blocks,
+    which tolerates uneven scan illumination.
+    """
+    h, w = gray.shape
+    b, s = _BG_BLOCK, _POOL
+    padded = np.pad(gray, ((0, -h % b), (0, -w % b)), mode="edge")
+    # 4x4 means first: sensor noise and dither average out, so block extremes measure paper and ink tones
+    # (strided sums: far faster than a mean over axes (1, 3) of a 4-D view)
+    cells = sum(padded[i::s, j::s].astype(np.float32) for i in range(s) for j in range(s)) / (s * s)
+    k = b // s
+    blocks = cells.reshape(cells.shape[0] // k, k, cells.shape[1] // k, k)  # [gh, k, gw, k]
+    hi = blocks.max(axis=(1, 3)).astype(np.int16)  # [gh, gw]
+    lo = blocks.min(axis=(1, 3)).astype(np.int16)
+    mean = blocks.mean(axis=(1, 3))
+    hist = np.bincount(gray[::4, ::4].ravel(), minlength=256)
+    cum = np.cumsum(hist)
+    paper = int(np.searchsorted(cum, 0.5 * cum[-1]))  # the page's dominant tone
+    tone = (
+        int(np.searchsorted(cum, 0.002 * cum[-1]))
+        if paper > 127
+        else int(np.searchsorted(cum, 0.998 * cum[-1]))
+    )
+    # dark background: the block's average is closer to the page's ink tone than to its paper (a page-wide
+    # reference is steadier than the block's own extremes at bar edges and in bold print)
+    dark = (
+        np.abs(mean - tone) < np.abs(mean - paper)
+        if paper > 127
+        else np.abs(mean - paper) < np.abs(mean - tone)
+    )
+    bg_light = _nb(np.where(dark, 0, hi), np.maximum)
+    bg_dark = _nb(np.where(dark, lo, 255), np.minimum)
+    # a floor from the page's own contrast keeps sensor noise in blank blocks from turning into specks of ink
+    floor = max(20.0, 0.3 * abs(paper - tone))
+    margin = np.maximum(floor, 0.3 * (_nb(hi, np.maximum) - _nb(lo, np.minimum)))
+    lower = np.where(dark, -1, np.clip(bg_light - margin, -1, 255))  # ink on light: gray < lower
+    upper = np.where(dark, np.clip(bg_dark + margin, 0, 256), 256)  # ink on dark: gray > upper
+    # compare block by block through broadcasting (no full-size threshold maps)
+    g = padded.reshape(lower.shape[0], b, lower.shape[1], b).astype(np.int16)
+    ink = (g < lower.astype(np.int16)[:, None, :, None]) | (g > upper.astype(np.int16)[:, None, :, None])
+    return ink.reshape(padded.shape)[:h, :w]
+
+
+def _long_run_mask(ink: np.ndarray, limit: int) -> np.ndarray:
+    """Pixels inside horizontal ink runs longer than ``limit`` px; [H, W] bool."""
+    h, w = ink.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = ink
+    flat = padded.ravel()
+    d = np.diff(flat)
+    starts = np.flatnonzero(d == 1) + 1
+    ends = np.flatnonzero(d == -1) + 1
+    long = (ends - starts) > limit
+    delta = np.zeros(flat.size + 1, dtype=np.int32)
+    delta[starts[long]] = 1
+    delta[ends[long]] = -1
+    return (np.cumsum(delta[:-1]) > 0).reshape(h, w + 2)[:, 1:-1]
+
+
+def _drop_lines(ink: np.ndarray) -> np.ndarray:
+    """Ink without long horizontal and vertical strokes (glyph strokes are at most about one em long).
+
+    Runs are found on a 2x2 OR-pooled copy (a quarter of the work; a run there is at least half as long).
+    """
+    h, w = ink.shape
+    limit = max(6, round(RULE_LEN_FRAC * max(h, w) / 2))
+    p = np.pad(ink, ((0, h % 2), (0, w % 2)))
+    small = p[0::2, 0::2] | p[1::2, 0::2] | p[0::2, 1::2] | p[1::2, 1::2]
+    long = _long_run_mask(small, limit) | _long_run_mask(np.ascontiguousarray(small.T), limit).T
+    if not long.any():
+        return ink
+    full = np.repeat(np.repeat(long, 2, axis=0), 2, axis=1)[:h, :w]
+    return ink & ~full
+
+
+def _run_edges(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) of the True runs of a flat bool array whose rows are separated by False padding."""
+    d = np.diff(flat.view(np.int8))
+    return np.flatnonzero(d == 1) + 1, np.flatnonzero(d == -1) + 1
+
+
+def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
+    """Line fragments of all vertical strips, measured; each value is an array over fragments."""
+    h, w = ink.shape
+    ns = -(-w // STRIP)
+    ink = np.pad(ink, ((0, 0), (0, ns * STRIP - w)))
+    prof = ink.reshape(h, ns, STRIP).sum(axis=2, dtype=np.int32)  # [h, ns] ink per row and strip
+    # strips as rows of one flat array, each padded by an empty row on both ends
+    pp = np.zeros((ns, h + 2), dtype=np.int32)
+    pp[:, 1:-1] = prof.T
+    flat = pp.ravel()
+    starts, ends = _run_edges(flat > 0)
+    if len(starts) == 0:
+        return {
+            k: np.zeros(0)
+            for k in ("strip", "y0", "y1", "core", "height", "width", "density", "extent", "nseg")
+        }
+    strip = starts // (h + 2)
+    cum = np.concatenate(([0], np.cumsum(flat)))  # cum[i] = ink in flat[:i]
+    # core: from the first to the last row inked at least half as much as the fragment's densest row. That is
+    # the x-height band for Latin (ascender and descender rows hold a few stems; serifs and the bowls' tops and
+    # bottoms peak at its edges) and the glyph body for CJK; it needs no line-wide statistics, so it holds for a
+    # fragment of a few glyphs.
+    marks = np.zeros(flat.size, dtype=np.int32)
+    marks[starts] = 1
+    rid = np.cumsum(marks) - 1  # run id of each flat index (valid inside runs)
+    peak = np.maximum.reduceat(flat, starts)
+    inside = np.zeros(flat.size + 1, dtype=np.int32)
+    inside[starts] += 1
+    inside[ends] -= 1
+    pos = np.flatnonzero((np.cumsum(inside[:-1]) > 0) & (2 * flat >= peak[np.maximum(rid, 0)]))
+    r = rid[pos]
+    new_run = np.concatenate(([True], r[1:] != r[:-1]))
+    last_run = np.concatenate((r[1:] != r[:-1], [True]))
+    lo, hi = pos[new_run], pos[last_run] + 1
+    core = hi - lo
+    core_ink = cum[hi] - cum[lo]
+    y0, y1 = starts - strip * (h + 2) - 1, ends - strip * (h + 2) - 1
+    lo_y, hi_y = lo - strip * (h + 2) - 1, hi - strip * (h + 2) - 1
+    # inked columns of each fragment's core rows: one OR-reduction over the strips laid end to end
+    by_strip = np.zeros((ns * h + 1, STRIP), dtype=np.uint8)
+    by_strip[:-1] = ink.reshape(h, ns, STRIP).transpose(1, 0, 2).reshape(ns * h, STRIP)
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = strip * h + lo_y, strip * h + hi_y
+    cols = np.bitwise_or.reduceat(by_strip, bounds, axis=0)[0::2] > 0  # [n, STRIP]
+    padded = np.zeros((len(starts), STRIP + 2), dtype=bool)
+    padded[:, 1:-1] = cols
+    s0, s1 = _run_edges(padded.ravel())
+    row = s0 // (STRIP + 2)
+    inked = np.bincount(row, weights=s1 - s0, minlength=len(starts))
+    first = np.full(len(starts), STRIP, dtype=np.int64)
+    last = np.zeros(len(starts), dtype=np.int64)
+    np.minimum.at(first, row, s0 - row * (STRIP + 2))
+    np.maximum.at(last, row, s1 - row * (STRIP + 2))
+    # gaps between ink segments: letter and word spaces count in full, wider gaps (gutters, table columns) as
+    # one space
+    same = row[1:] == row[:-1]
+    gap = (s0[1:] - s1[:-1])[same]
+    grow = row[1:][same]
+    gcore = core[grow]
+    spaces = np.bincount(grow, weights=np.where(gap <= 1.5 * gcore, gap, 0.5 * gcore), minlength=len(starts))
+    extent = np.maximum(last - first, 1)
+    nseg = np.bincount(row, minlength=len(starts))
+    return {
+        "strip": strip,
+        "y0": y0,
+        "y1": y1,
+        "lo": lo_y,
+        "hi": hi_y,
+        "core": core.astype(np.float32),
+        "height": (y1 - y0).astype(np.float32),
+        "width": (inked + spaces).astype(np.float32),
+        "density": core_ink / np.maximum(core * extent, 1),
+        "extent": extent.astype(np.float32),
+        "nseg": nseg,
+    }
+
+
+def _link_lines(strip: np.ndarray, y0: np.ndarray, y1: np.ndarray, h: int) -> np.ndarray:
+    """Line id of each fragment (given in strip, then y order): a fragment whose middle row lies inside a
+    fragment of the strip to its left continues that one's line (a glyph split by a blank row stays on it)."""
+    n = len(strip)
+    key = strip.astype(np.int64) * (h + 1) + y0
+    mid = (y0 + y1) // 2
+    k = np.searchsorted(key, (strip - 1).astype(np.int64) * (h + 1) + mid, side="right") - 1
+    kk = np.maximum(k, 0)
+    linked = (k >= 0) & (strip[kk] == strip - 1) & (y1[kk] > mid)
+    parent = np.where(linked, kk, np.arange(n))
+    while True:  # pointer jumping: log2(strips) rounds
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            return parent
+        parent = nxt
+
+
+def estimate_image_array(gray: np.ndarray) -> TextEstimate:
+    """Estimate the text of a gray page raster (uint8 [H, W], ideally ~WORK_LONG_SIDE long).
+
+    Args:
+        gray: the page in gray levels.
+
+    Returns:
+        An estimate with source "image".
+    """
+    ink = _drop_lines(_binarize(gray))
+    f = _fragments(ink)
+    core, height, width = f["core"], f["height"], f["width"]
+    keep = (
+        (core >= _MIN_CORE_PX)
+        & (f["density"] >= _INK_DENSITY[0])
+        & (f["density"] <= _INK_DENSITY[1])
+        & ((f["extent"] >= _MIN_WIDTH_PER_CORE * core) | (f["nseg"] > 1))
+    )
+    if keep.any():
+        typical = float(np.median(height[keep]))
+        keep &= height <= _FIGURE_HEIGHT_FACTOR * typical
+    if not keep.any():
+        return TextEstimate(0.0, "image", 0, 0, 0, None)
+    core, width = core[keep], width[keep]
+    y0, y1 = f["y0"][keep], f["y1"][keep]
+    line = _link_lines(f["strip"][keep], y0, y1, gray.shape[0])
+    nl = int(line.max()) + 1
+    top = np.full(nl, gray.shape[0], dtype=np.int64)
+    bottom = np.zeros(nl, dtype=np.int64)
+    np.minimum.at(top, line, y0)
+    np.maximum.at(bottom, line, y1)
+    wsum = np.bincount(line, weights=width, minlength=nl)
+    line_core = np.bincount(line, weights=width * core, minlength=nl) / np.maximum(wsum, 1e-9)
+    # script per line by its core share: a line's height spans the ascenders and descenders of all its
+    # fragments, so Latin lines sit at ~0.45-0.65 and CJK lines near 1; pages often mix both (code, terms)
+    # A short line (a table cell, a label, a number) has too few glyphs to show ascenders reliably: it follows
+    # the width-weighted majority of the page's long lines.
+    share = line_core / np.maximum(bottom - top, 1)
+    long_line = wsum >= _MIN_SIZED_LINE * (bottom - top)
+    ref = long_line if long_line.any() else wsum > 0
+    order = np.argsort(share[ref])
+    cum = np.cumsum(wsum[ref][order])
+    page_cjk = bool(share[ref][order][np.searchsorted(cum, cum[-1] / 2)] > CJK_CORE_SHARE)
+    line_cjk = np.where(long_line, share > CJK_CORE_SHARE, page_cjk)
+    cjk = line_cjk[line]
+    advance = np.where(cjk, CJK_ADVANCE_PER_CORE, LATIN_ADVANCE_PER_CORE)
+    core_per_em = np.where(cjk, CJK_CORE_PER_EM, LATIN_CORE_PER_EM)
+    # characters from the line's core: a fragment holding a glyph's upper or lower part alone has a small core
+    chars_per_frag = width / (advance * line_core[line])
+    chars = float(chars_per_frag.sum())
+    cjk_chars = float(chars_per_frag[cjk].sum())
+    tokens = cjk_chars * CJK_TOKENS_PER_CHAR + (chars - cjk_chars) / LATIN_CHARS_PER_TOKEN
+    # smallest print: a line's width-weighted core (fragment slivers do not fake tiny print), over lines at
+    # least three times as wide as tall (a lone mark or the tail of a glyph is no line)
+    em = line_core[line] / core_per_em
+    sized = (wsum >= _MIN_SIZED_LINE * (bottom - top))[line]
+    if not sized.any():
+        sized[:] = True
+    by_size = np.argsort(em[sized])
+    cum_chars = np.cumsum(chars_per_frag[sized][by_size])
+    small = float(em[sized][by_size][np.searchsorted(cum_chars, _SMALL_TEXT_QUANTILE * cum_chars[-1])])
+    return TextEstimate(
+        tokens,
+        "image",
+        round(chars),
+        round(cjk_chars),
+        len(np.unique(line)),
+        small / max(gray.shape),
+    )
+
+
+def estimate_image(image: Image.Image) -> TextEstimate:
+    """Estimate the text of a page image (scan, photo, image file) from a binarised low-resolution copy.
+
+    Args:
+        image: any PIL image; it is converted to gray and shrunk to WORK_LONG_SIDE.
+
+    Returns:
+        An estimate with source "image".
+    """
+    gray = image.convert("L")
+    # shrink only by an integer box factor, and only large images: a fractional resample blurs small print
+    # until neighbouring lines touch; up to 1.5x WORK_LONG_SIDE is analysed as it is
+    factor = math.ceil(max(gray.size) / (1.5 * WORK_LONG_SIDE))
+    if factor > 1:
+        gray = gray.reduce(factor)
+    return estimate_image_array(np.asarray(gray, dtype=np.uint8))
