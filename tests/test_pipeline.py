@@ -92,3 +92,11 @@ def test_page_with_a_chart_and_a_molecule_renders_both(tmp_path: Path) -> None:
     written = render_molecule_images(page, output_paths(tmp_path / "doc.pdf", tmp_path, None))
     assert [p.name for p in written] == ["p001_01_molecule.png"]
     assert Image.open(written[0]).size[0] > 0
+
+
+def test_no_deep_skips_the_figure_pass(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    sparse_pdf(tmp_path / "p.pdf")
+    convert([tmp_path], ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False))
+    block = json.loads((tmp_path / "p.json").read_text())["pages"][0]["blocks"][0]
+    assert block["label"] == "image" and block["figure"] is None
+    assert (tmp_path / block["image_path"]).is_file()  # the crop is still saved and linked
