@@ -288,7 +288,8 @@ class _Runner:
                            "device": str(getattr(engine, "device", ""))}
         self.settings = settings
         self.batch_size = options.batch_size or engine.suggested_batch_size(options.max_new_tokens)
-        self.queue: queue.Queue = queue.Queue(maxsize=max(2, 2 * self.batch_size))
+        # One batch ahead plus a few pages: prepared Gundam pages are ~50 MB each in host memory.
+        self.queue: queue.Queue = queue.Queue(maxsize=self.batch_size + 8)
         self.stop = threading.Event()
         self.internal: deque[_Request] = deque()
         self.producer_error: BaseException | None = None
