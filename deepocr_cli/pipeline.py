@@ -458,9 +458,8 @@ class _Runner:
         """Convert the documents; on interrupt, finished pages stay recorded and locks are released."""
         producer = threading.Thread(target=self._produce, args=(docs,), name="deepocr-render", daemon=True)
         producer.start()
-        active: list[_Doc] = []
         try:
-            self._consume(active)
+            self._consume()
         finally:
             self.stop.set()
             producer.join(timeout=5)
@@ -471,7 +470,7 @@ class _Runner:
         if self.producer_error is not None:
             raise self.producer_error
 
-    def _consume(self, active: list[_Doc]) -> None:
+    def _consume(self) -> None:
         producer_done = False
         while True:
             batch: list[_Request] = []
@@ -492,18 +491,17 @@ class _Runner:
                 elif isinstance(item, _Request):
                     batch.append(item)
                 else:
-                    self._on_event(item, active)
+                    self._on_event(item)
             if not batch:
                 if producer_done and not self.internal:
                     return
                 continue
             self._run_batch(batch)
 
-    def _on_event(self, item: tuple, active: list[_Doc]) -> None:
+    def _on_event(self, item: tuple) -> None:
         kind, doc = item[0], item[1]
         src = str(doc.src.path)
         if kind == "doc":
-            active.append(doc)
             self.reporter.doc_started(src, len(doc.wanted))
             for page in doc.done.values():
                 self.reporter.page_done(src, page)
