@@ -496,3 +496,23 @@ def test_large_images_are_shrunk_before_analysis(monkeypatch):
     ref = estimate_image(rasterize(page, dpi=120))  # 1404 px: analysed as it is
     assert max(shapes[-1]) == 1404
     assert big.tokens == pytest.approx(ref.tokens, rel=0.15)
+
+
+def test_large_palette_scan_is_reduced_on_its_indices():
+    """A bilevel (2-colour palette) scan is box-reduced on its indices: same estimate as its gray conversion."""
+    from deepocr_cli.estimate_image import _gray_lut, _reduction
+
+    page = make_page(_latin(1500, seed=3), "cour", 10)
+    ink = np.asarray(rasterize(page, dpi=300).convert("L")) > 128  # True = paper
+    bilevel = Image.frombytes("P", (ink.shape[1], ink.shape[0]), ink.astype(np.uint8).tobytes())
+    bilevel.putpalette([0, 0, 0, 255, 255, 255])  # index 0 black, 1 white, as in bilevel PNG scans
+    assert _reduction(max(bilevel.size)) > 1 and _gray_lut(bilevel) is not None
+    est = estimate_image(bilevel)
+    ref = estimate_image(bilevel.convert("L"))
+    # same pixels but for PIL's partial last row (one row fewer): the strip grid shifts a little, nothing else
+    assert est.tokens == pytest.approx(ref.tokens, rel=0.05)
+    assert est.chars == pytest.approx(ref.chars, rel=0.05)
+    colour = bilevel.copy()
+    colour.putpalette([0, 0, 0, 255, 255, 255, 200, 0, 0])  # a colour entry off the gray line: converted
+    assert _gray_lut(colour) is None
+    assert _reduction(2105) == 1 and _reduction(3509) == 2 and _reduction(4000) == 3 and _reduction(1400) == 1
