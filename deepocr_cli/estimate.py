@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pymupdf
@@ -198,25 +198,87 @@ def text_layer_quality(page: pymupdf.Page) -> tuple[bool, str]:
     problem = _layer_problem(_page_spans(page), text)
     if problem:
         return False, problem
-    return _coverage_check(page, text)
+    return _coverage_check(page, text)[:2]
 
 
-def _coverage_check(page: pymupdf.Page, text: str) -> tuple[bool, str]:
-    """Reject a sparse text layer over a mostly-image page when the image holds much more text."""
+def _coverage_check(page: pymupdf.Page, text: str) -> tuple[bool, str, TextEstimate | None]:
+    """Reject a sparse text layer over a mostly-image page when the image holds much more text.
+
+    Returns (usable, reason, the page's image estimate when one was made), so that a rejected page is not
+    rendered and analysed a second time."""
     n = sum(1 for ch in text if not ch.isspace())
     if n >= SPARSE_TEXT_CHARS:
-        return True, ""
+        return True, "", None
     cover = _image_cover(page)
     if cover < IMAGE_COVER_MIN:
-        return True, ""
-    seen = estimate_image_array(_render_gray(page))
+        return True, "", None
+    seen = _estimate_page_image(page)
     layer = estimate_text(text)
     if seen.tokens > SPARSE_TEXT_IMAGE_FACTOR * max(layer.tokens, 10.0):
         return False, (
             f"text covers only part of the visible content ({n} characters over a page {cover:.0%} image; "
             f"render shows ~{seen.tokens:.0f} tokens)"
-        )
-    return True, ""
+        ), seen
+    return True, "", seen
+
+
+#: A single image counts as the whole page when it spans at least this share of the page's width and height.
+SCAN_SPAN_MIN = 0.9
+
+
+def _estimate_scan(page: pymupdf.Page) -> TextEstimate | None:
+    """Image estimate of a page that is nothing but one upright image (a scan), from the image itself.
+
+    Rendering such a page resamples the scan to the working size with MuPDF's smooth scaler (10-25 ms for a
+    letter-size scan) only for the estimator to binarise it; the decoded image, reduced by an integer factor as
+    an image file would be, is as good and far cheaper. MuPDF decodes it (Decode arrays, JBIG2, CCITT, JPEG) and
+    keeps it in its store, where the page's render for the model finds it again. None when the page draws
+    anything else visible, the image is rotated, flipped, a stencil mask, has a soft mask or does not span the
+    page, or the page is rotated: those pages are rendered.
+    """
+    images = page.get_images(full=True)
+    if len(images) != 1 or page.rotation:
+        return None
+    xref, smask, iw, ih = images[0][:4]
+    if smask or not xref or iw < 2 or ih < 2:
+        return None
+    drawn = [kind for kind, _ in page.get_bboxlog() if kind != "ignore-text"]  # invisible text does not render
+    if drawn != ["fill-image"]:
+        return None
+    infos = page.get_image_info()
+    if len(infos) != 1:
+        return None
+    a, b, c, d, _e, _f = infos[0]["transform"]
+    box, rect = pymupdf.Rect(infos[0]["bbox"]), page.rect
+    if a <= 0 or d <= 0 or abs(b) > 1e-3 * a or abs(c) > 1e-3 * d:
+        return None
+    if box.width < SCAN_SPAN_MIN * rect.width or box.height < SCAN_SPAN_MIN * rect.height:
+        return None
+    doc = page.parent
+    if doc.xref_get_key(xref, "ImageMask")[1] == "true":  # a stencil: paints the fill colour, no gray levels
+        return None
+    pix = pymupdf.Pixmap(doc, xref)
+    if pix.alpha:
+        pix = pymupdf.Pixmap(pix, 0)
+    if pix.n not in (1, 3):
+        return None
+    mode = "L" if pix.n == 1 else "RGB"
+    image = Image.frombuffer(mode, (pix.width, pix.height), pix.samples, "raw", mode, pix.stride, 1)
+    est = estimate_image(image if pix.n == 1 else image.convert("L"))
+    if est.min_text_height is None:
+        return est
+    # the height is relative to the image's long side; the page's is what the planner needs
+    share = max(box.width, box.height) / max(rect.width, rect.height)
+    return replace(est, min_text_height=est.min_text_height * share)
+
+
+def _estimate_page_image(page: pymupdf.Page) -> TextEstimate:
+    """Image estimate of a PDF page: from its scan image when the page is just that, else from a gray render."""
+    try:
+        est = _estimate_scan(page)
+    except (RuntimeError, ValueError):  # an image MuPDF cannot decode on its own: the render copes or says why
+        est = None
+    return est if est is not None else estimate_image_array(_render_gray(page))
 
 
 def _render_gray(page: pymupdf.Page) -> np.ndarray:
@@ -254,9 +316,9 @@ def estimate_pdf_page(page: pymupdf.Page) -> TextEstimate:
     text = page.get_text()
     spans = _page_spans(page)
     problem = _layer_problem(spans, text)
-    note = ""
+    note, seen = "", None
     if not problem:
-        usable, note = _coverage_check(page, text)
+        usable, note, seen = _coverage_check(page, text)
         if usable:
             est = estimate_text(text)
             size = _min_size_from_spans(spans)
@@ -270,7 +332,7 @@ def estimate_pdf_page(page: pymupdf.Page) -> TextEstimate:
                 None if size is None else size / long_pt,
             )
         problem = note
-    est = estimate_image_array(_render_gray(page))
+    est = seen if seen is not None else _estimate_page_image(page)
     note = problem if problem == "no text layer" else f"text layer rejected: {problem}"
     return TextEstimate(est.tokens, "image", est.chars, est.cjk_chars, est.lines, est.min_text_height, note)
 

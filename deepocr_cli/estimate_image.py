@@ -28,7 +28,7 @@ from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, TextEstimate
 #: Long side of the working raster (px). 1400 px is ~120 dpi on A4: 6-pt print still has a ~4-px x-height.
 WORK_LONG_SIDE = 1400
 #: Longest side analysed (px): larger images are shrunk to it, which bounds the time per page.
-MAX_LONG_SIDE = 1600
+MAX_LONG_SIDE = 1800
 _BG_BLOCK = 32  # px; local background = brightest pixel of each block (handles uneven scan illumination)
 _POOL = 4  # 4x4 means before taking block extremes
 #: Ink runs longer than this share of the page's long side are rules, frames, bars or plot axes, not glyph strokes
@@ -86,10 +86,16 @@ def _binarize(gray: np.ndarray) -> np.ndarray:
     """
     h, w = gray.shape
     b, s = _BG_BLOCK, _POOL
-    padded = np.pad(gray, ((0, -h % b), (0, -w % b)), mode="edge")
+    padded = np.pad(gray, ((0, -h % b), (0, -w % b)), mode="edge") if h % b or w % b else gray
     # 4x4 means first: sensor noise and dither average out, so block extremes measure paper and ink tones
-    # (strided sums: far faster than a mean over axes (1, 3) of a 4-D view)
-    cells = sum(padded[i::s, j::s].astype(np.float32) for i in range(s) for j in range(s)) / (s * s)
+    # (strided integer sums, rows then columns: far faster than a mean over axes (1, 3) of a 4-D view)
+    rows = padded[0::s].astype(np.uint16)
+    for i in range(1, s):
+        rows += padded[i::s]
+    sums = rows[:, 0::s].copy()
+    for j in range(1, s):
+        sums += rows[:, j::s]
+    cells = sums.astype(np.float32) / (s * s)
     k = b // s
     blocks = cells.reshape(cells.shape[0] // k, k, cells.shape[1] // k, k)  # [gh, k, gw, k]
     hi = blocks.max(axis=(1, 3)).astype(np.int16)  # [gh, gw]
@@ -117,26 +123,35 @@ def _binarize(gray: np.ndarray) -> np.ndarray:
     margin = np.maximum(floor, 0.3 * (_nb(hi, np.maximum) - _nb(lo, np.minimum)))
     lower = np.where(dark, -1, np.clip(bg_light - margin, -1, 255))  # ink on light: gray < lower
     upper = np.where(dark, np.clip(bg_dark + margin, 0, 256), 256)  # ink on dark: gray > upper
-    # compare block by block through broadcasting (no full-size threshold maps)
-    g = padded.reshape(lower.shape[0], b, lower.shape[1], b).astype(np.int16)
-    ink = (g < lower.astype(np.int16)[:, None, :, None]) | (g > upper.astype(np.int16)[:, None, :, None])
-    return ink.reshape(padded.shape)[:h, :w]
+    # as uint8 (gray < 0 and gray > 255 are never true, so the clipped thresholds decide alike), compared one
+    # block row at a time against its thresholds repeated along the row (no full-size maps, no 4-D broadcast)
+    lower8 = np.clip(lower.astype(np.int16), 0, 255).astype(np.uint8)
+    upper8 = np.clip(upper.astype(np.int16), 0, 255).astype(np.uint8)
+    ink = np.empty(padded.shape, dtype=bool)
+    for r in range(lower.shape[0]):
+        g, out = padded[r * b : (r + 1) * b], ink[r * b : (r + 1) * b]
+        np.less(g, np.repeat(lower8[r], b), out=out)
+        if dark[r].any():
+            out |= g > np.repeat(upper8[r], b)
+    return ink[:h, :w]
 
 
-def _long_run_mask(ink: np.ndarray, limit: int) -> np.ndarray:
-    """Pixels inside horizontal ink runs longer than ``limit`` px; [H, W] bool."""
-    h, w = ink.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = ink
-    flat = padded.ravel()
-    d = np.diff(flat)
-    starts = np.flatnonzero(d == 1) + 1
-    ends = np.flatnonzero(d == -1) + 1
-    long = (ends - starts) > limit
-    delta = np.zeros(flat.size + 1, dtype=np.int32)
-    delta[starts[long]] = 1
-    delta[ends[long]] = -1
-    return (np.cumsum(delta[:-1]) > 0).reshape(h, w + 2)[:, 1:-1]
+def _runs_at_least(a: np.ndarray, n: int) -> np.ndarray:
+    """Elements of ``a`` (bool) inside runs of at least ``n`` True along axis 0: an erosion, then a dilation
+    back, each in log2(n) shifted ANDs / ORs of whole (contiguous) slices."""
+    e, span = a, 1
+    while span < n:  # e[i] = all(a[i : i + span])
+        k = min(span, n - span)
+        e = e[:-k] & e[k:]
+        span += k
+    d, span = e, 1
+    while span < n:  # d[j] = any(e[j - span + 1 : j + 1])
+        k = min(span, n - span)
+        grown = np.zeros((d.shape[0] + k, *d.shape[1:]), dtype=bool)
+        grown[:-k] = d
+        grown[k:] |= d
+        d, span = grown, span + k
+    return d
 
 
 def _drop_lines(ink: np.ndarray) -> np.ndarray:
@@ -146,13 +161,22 @@ def _drop_lines(ink: np.ndarray) -> np.ndarray:
     """
     h, w = ink.shape
     limit = max(6, round(RULE_LEN_FRAC * max(h, w) / 2))
-    p = np.pad(ink, ((0, h % 2), (0, w % 2)))
-    small = p[0::2, 0::2] | p[1::2, 0::2] | p[0::2, 1::2] | p[1::2, 1::2]
-    long = _long_run_mask(small, limit) | _long_run_mask(np.ascontiguousarray(small.T), limit).T
+    if h % 2 or w % 2:
+        ink = np.pad(ink, ((0, h % 2), (0, w % 2)))
+    small = (ink[0::2] | ink[1::2]).view(np.uint16) != 0  # [h/2, w/2]: a column pair read as one uint16
+    hh, ww = small.shape
+    rows = np.zeros((hh, ww + 1), dtype=bool)  # rows laid end to end, a blank column ending each row's runs
+    rows[:, :ww] = small
+    long = _runs_at_least(rows.ravel(), limit + 1).reshape(hh, ww + 1)[:, :ww]
+    long |= _runs_at_least(small, limit + 1)
     if not long.any():
-        return ink
-    full = np.repeat(np.repeat(long, 2, axis=0), 2, axis=1)[:h, :w]
-    return ink & ~full
+        return ink[:h, :w]
+    keep = (~long).view(np.uint8).astype(np.uint16) * 257  # each pooled cell's verdict for both its columns
+    out = ink.copy()
+    o16 = out.view(np.uint16)
+    o16[0::2] &= keep
+    o16[1::2] &= keep
+    return out[:h, :w]
 
 
 def _run_edges(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

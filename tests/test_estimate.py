@@ -516,3 +516,66 @@ def test_large_palette_scan_is_reduced_on_its_indices():
     colour.putpalette([0, 0, 0, 255, 255, 255, 200, 0, 0])  # a colour entry off the gray line: converted
     assert _gray_lut(colour) is None
     assert _reduction(2105) == 1 and _reduction(3509) == 2 and _reduction(4000) == 3 and _reduction(1400) == 1
+
+
+def test_scan_page_is_estimated_from_its_image_not_a_render(monkeypatch):
+    """A page that is one full-page scan is estimated from the decoded image (no render), close to the render;
+    anything else drawn on the page (a visible caption) sends it back to the render."""
+    import deepocr_cli.estimate as est_mod
+
+    shown = make_page(_latin(1200, seed=4), "helv", 10)
+    page = image_only_pdf_page(shown, dpi=150)  # 1754-px long side
+    rendered = est_mod.estimate_image_array(est_mod._render_gray(page))
+    renders = []
+    real = est_mod._render_gray
+    monkeypatch.setattr(est_mod, "_render_gray", lambda p: renders.append(1) or real(p))
+    est = estimate_pdf_page(page)
+    assert est.source == "image" and est.note == "no text layer" and not renders
+    assert est.tokens == pytest.approx(rendered.tokens, rel=0.1)
+    assert est.min_text_height == pytest.approx(rendered.min_text_height, rel=0.15)
+    # a drawn rule next to the scan: the page is rendered, so nothing drawn is missed
+    page.draw_line((10, 10), (100, 10))
+    assert estimate_pdf_page(page).source == "image" and renders
+
+
+def test_scan_with_decode_array_and_half_size_image():
+    """Decode arrays are honoured (an inverted bilevel scan reads as ink on paper) and min_text_height is
+    relative to the page even when the scan image is smaller than the render would be."""
+    shown = make_page(_latin(800, seed=6), "helv", 10)
+    pix = shown.get_pixmap(dpi=75, colorspace=pymupdf.csGRAY)
+    ref = estimate_image(Image.frombytes("L", (pix.width, pix.height), pix.samples))
+    inverted = Image.frombytes("L", (pix.width, pix.height), bytes(255 - b for b in pix.samples))
+    doc = pymupdf.open()
+    out = doc.new_page(width=595, height=842)
+    buf = io.BytesIO()
+    inverted.save(buf, "PNG")
+    out.insert_image(out.rect, stream=buf.getvalue())
+    xref = out.get_images()[0][0]
+    doc.xref_set_key(xref, "Decode", "[1 0]")
+    est = estimate_pdf_page(out)
+    assert est.tokens == pytest.approx(ref.tokens, rel=0.05)
+    assert est.min_text_height == pytest.approx(ref.min_text_height, rel=0.05)
+
+
+def test_rule_removal_matches_a_direct_run_length_scan():
+    """The shift-based long-run mask equals a plain run-length computation on random ink with rules."""
+    from deepocr_cli.estimate_image import _runs_at_least
+
+    rng = np.random.default_rng(0)
+    a = rng.random((57, 300)) < 0.7
+    a[5, 10:200] = True
+    for n in (1, 2, 5, 29):
+        want = np.zeros_like(a)
+        for r in range(a.shape[0]):
+            c = 0
+            while c < a.shape[1]:
+                if a[r, c]:
+                    e = c
+                    while e < a.shape[1] and a[r, e]:
+                        e += 1
+                    if e - c >= n:
+                        want[r, c:e] = True
+                    c = e
+                else:
+                    c += 1
+        assert np.array_equal(_runs_at_least(a.T, n).T, want)
