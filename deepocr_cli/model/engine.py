@@ -172,12 +172,24 @@ class OcrEngine:
 
     def request_bytes(self, request: PreparedRequest, max_new_tokens: int) -> int:
         """Estimated device bytes one request needs: KV for prompt + output, plus activations."""
+        return self._bytes_for(len(request.prompt_ids), max_new_tokens)
+
+    def _bytes_for(self, prompt_len: int, max_new_tokens: int) -> int:
         dec = self.config.decoder
         element = torch.tensor([], dtype=self.dtype).element_size()
-        positions = min(len(request.prompt_ids) + max_new_tokens, dec.max_position_embeddings)
+        positions = min(prompt_len + max_new_tokens, dec.max_position_embeddings)
         kv = dec.kv_bytes_per_token(element) * positions
-        activations = len(request.prompt_ids) * dec.hidden_size * element * (4 + dec.num_experts_per_tok)
+        activations = prompt_len * dec.hidden_size * element * (4 + dec.num_experts_per_tok)
         return int(kv + _ACTIVATION_FACTOR * activations)
+
+    def _memory_budget(self) -> int | None:
+        """Bytes a batch may use: the configured budget, else 80% of free GPU memory; None off CUDA."""
+        if self.memory_budget_bytes is not None:
+            return self.memory_budget_bytes
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * _GPU_MEMORY_FRACTION)
+        return None
 
     def auto_batch_size(self, requests: Sequence[PreparedRequest], max_new_tokens: int = 8192) -> int:
         """Largest batch the memory allows: the budget if set, else 80% of free GPU memory.
@@ -186,38 +198,25 @@ class OcrEngine:
         """
         if not requests:
             return 1
-        per_request = max(self.request_bytes(r, max_new_tokens) for r in requests)
-        if self.memory_budget_bytes is not None:
-            budget = self.memory_budget_bytes
-        elif self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            budget = int(free * _GPU_MEMORY_FRACTION)
-        else:
+        budget = self._memory_budget()
+        if budget is None:
             return max(1, min(len(requests), _DEFAULT_HOST_BATCH))
+        per_request = max(self.request_bytes(r, max_new_tokens) for r in requests)
         return max(1, min(len(requests), budget // max(per_request, 1)))
 
     def suggested_batch_size(self, max_new_tokens: int = 8192) -> int:
         """How many pages a caller should collect before calling generate().
 
-        Sized for the costliest page (Gundam with the most tiles), so any mix of modes fits;
-        generate() still splits a batch if the real requests need more memory.
+        Sized for the costliest page (Gundam with the most tiles, plus prompt text), so any mix of
+        modes fits; generate() still splits a batch if the real requests need more memory.
         """
         from deepocr_cli.modes import MAX_ALLOWED_TILES, image_embeddings
 
-        worst = image_embeddings(Mode.GUNDAM, (3, MAX_ALLOWED_TILES // 3)) + 32  # + prompt text
-        dec = self.config.decoder
-        element = torch.tensor([], dtype=self.dtype).element_size()
-        positions = min(worst + max_new_tokens, dec.max_position_embeddings)
-        per_page = dec.kv_bytes_per_token(element) * positions + _ACTIVATION_FACTOR * (
-            worst * dec.hidden_size * element * (4 + dec.num_experts_per_tok))
-        if self.memory_budget_bytes is not None:
-            budget = self.memory_budget_bytes
-        elif self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            budget = int(free * _GPU_MEMORY_FRACTION)
-        else:
+        budget = self._memory_budget()
+        if budget is None:
             return _DEFAULT_HOST_BATCH
-        return max(1, int(budget // max(per_page, 1)))
+        worst = image_embeddings(Mode.GUNDAM, (3, MAX_ALLOWED_TILES // 3)) + 32
+        return max(1, budget // max(self._bytes_for(worst, max_new_tokens), 1))
 
     # ----- generation -----
 
