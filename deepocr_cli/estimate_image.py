@@ -36,6 +36,8 @@ _POOL = 4  # 4x4 means before taking block extremes
 RULE_LEN_FRAC = 0.04
 #: Width of the vertical strips in which line fragments are found (px of the working raster, ~0.4 in on A4).
 STRIP = 48
+#: Blank strips a line may skip (table column gaps, code comments, label-value pairs: up to ~1.6 in on A4).
+LINK_GAP_STRIPS = 4
 #: Average advance of a character (spaces included) in units of the measured core height (x-height for Latin,
 #: glyph body for CJK); fitted on synthetic renders (Helvetica, Times, Courier, china-s) at 6-24 pt (CJK refitted
 #: for the strip measure on the china-s renders of tests/test_estimate.py; Latin unchanged, within ~7%).
@@ -272,21 +274,40 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
 def _link_lines(
     strip: np.ndarray, y0: np.ndarray, y1: np.ndarray, h: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Line id of each fragment (given in strip, then y order): a fragment whose middle row lies inside a
-    fragment of the strip to its left continues that one's line (a glyph split by a blank row stays on it)."""
+    """Line id of each fragment (given in strip, then y order) and the fragment it continues (-1: none).
+
+    A fragment whose middle row lies inside a fragment of the strip to its left continues that one's line (a
+    glyph split by a blank row stays on it). One with no such neighbour continues a fragment up to
+    LINK_GAP_STRIPS blank strips further left whose rows hold its middle row: table cells, numbers and code
+    comments across wide column gaps stay on their row's line (the gap is a word boundary all the same)."""
     n = len(strip)
     key = strip.astype(np.int64) * (h + 1) + y0
     mid = (y0 + y1) // 2
-    k = np.searchsorted(key, (strip - 1).astype(np.int64) * (h + 1) + mid, side="right") - 1
-    kk = np.maximum(k, 0)
-    linked = (k >= 0) & (strip[kk] == strip - 1) & (y1[kk] > mid)
-    prev = np.where(linked, kk, -1)
-    parent = np.where(linked, kk, np.arange(n))
+    prev = np.full(n, -1, dtype=np.int64)
+    for d in range(1, LINK_GAP_STRIPS + 2):
+        todo = np.flatnonzero(prev < 0)
+        if len(todo) == 0:
+            break
+        k = np.searchsorted(key, (strip[todo] - d).astype(np.int64) * (h + 1) + mid[todo], side="right") - 1
+        kk = np.maximum(k, 0)
+        linked = (k >= 0) & (strip[kk] == strip[todo] - d) & (y1[kk] > mid[todo])
+        if d > 1:
+            # across blank strips only: the strips in between hold nothing on this fragment's middle row
+            linked &= ~_occupied(key, strip[todo] - 1, mid[todo], y1, h, strip)
+        prev[todo[linked]] = kk[linked]
+    parent = np.where(prev >= 0, prev, np.arange(n))
     while True:  # pointer jumping: log2(strips) rounds
         nxt = parent[parent]
         if np.array_equal(nxt, parent):
             return parent, prev
         parent = nxt
+
+
+def _occupied(key: np.ndarray, s: np.ndarray, mid: np.ndarray, y1: np.ndarray, h: int, strip: np.ndarray):
+    """Whether strip ``s`` holds a fragment covering row ``mid`` (arrays of queries)."""
+    k = np.searchsorted(key, s.astype(np.int64) * (h + 1) + mid, side="right") - 1
+    kk = np.maximum(k, 0)
+    return (k >= 0) & (strip[kk] == s) & (y1[kk] > mid)
 
 
 def estimate_image_array(gray: np.ndarray) -> TextEstimate:
@@ -314,7 +335,17 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
         return TextEstimate(0.0, "image", 0, 0, 0, None)
     core, width = core[keep], width[keep]
     y0, y1 = f["y0"][keep], f["y1"][keep]
-    line, prev = _link_lines(f["strip"][keep], y0, y1, gray.shape[0])
+    strip_k = f["strip"][keep]
+    row_line, prev = _link_lines(strip_k, y0, y1, gray.shape[0])
+    # script, core and print size are judged per run of fragments in adjacent strips: a row of short cells
+    # (chart labels, table numbers) joined across column gaps has too few ascenders to tell Latin from CJK
+    near = (prev >= 0) & (strip_k - strip_k[np.maximum(prev, 0)] == 1)
+    line = np.where(near, prev, np.arange(len(prev)))
+    while True:
+        nxt = line[line]
+        if np.array_equal(nxt, line):
+            break
+        line = nxt
     nl = int(line.max()) + 1
     top = np.full(nl, gray.shape[0], dtype=np.int64)
     bottom = np.zeros(nl, dtype=np.int64)
@@ -332,7 +363,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     lc = line_core[line]
     pi = np.maximum(prev, 0)
     boundary = (prev >= 0) & (
-        STRIP + f["first"][keep] - f["last"][keep][pi] > np.maximum(WORD_GAP_PER_CORE * lc, _MIN_WORD_GAP_PX)
+        STRIP * (strip_k - strip_k[pi]) + f["first"][keep] - f["last"][keep][pi] > np.maximum(WORD_GAP_PER_CORE * lc, _MIN_WORD_GAP_PX)
     )
     word_starts = f["wgaps"][keep] + boundary + (prev < 0)
     long_line = wsum >= _MIN_SIZED_LINE * (bottom - top)
@@ -366,7 +397,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
         "image",
         round(chars),
         round(cjk_chars),
-        len(np.unique(line)),
+        len(np.unique(row_line)),
         small / max(gray.shape),
     )
 

@@ -376,7 +376,7 @@ def test_ruled_table_counts_cell_text_not_rules():
     truth = estimate_text(page.get_text())
     est = estimate_image(rasterize(page))
     assert est.tokens == pytest.approx(truth.tokens, rel=0.3)  # short cells may read as either script
-    assert est.lines >= 90  # 100 cells: the rules no longer join them
+    assert 25 <= est.lines <= 32  # 25 rows of 4 cells: the rules no longer join cells, column gaps do not split rows
 
 
 def test_mixed_cjk_and_latin_lines_are_counted_per_script():
@@ -579,3 +579,43 @@ def test_rule_removal_matches_a_direct_run_length_scan():
                 else:
                     c += 1
         assert np.array_equal(_runs_at_least(a.T, n).T, want)
+
+
+def test_table_rows_across_wide_column_gaps_are_one_line_each():
+    """Numbers separated by column gaps wider than a strip stay on their row's line; each cell is still a word."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rng = random.Random(4)
+    rows = 40
+    for r in range(rows):
+        y = 70 + r * 16
+        page.insert_text((50, y), f"{rng.choice(WORDS)} {rng.choice(WORDS)}", fontsize=10)
+        for c in range(5):
+            page.insert_text((200 + c * 70, y), str(rng.randint(1, 99999)), fontsize=10)
+    est = estimate_image(rasterize(page))
+    assert rows <= est.lines <= 1.25 * rows  # not ~6 fragments per row
+    # column gaps still separate words: 7 words per row at ~1 token each at least
+    assert est.tokens >= 0.8 * 7 * rows
+
+
+def test_two_column_prose_is_not_merged_into_fewer_words():
+    """Lines of two columns on one baseline may join across the gutter; words and tokens stay as counted."""
+    text = _latin(1500, seed=12)
+    page = make_page(text, "helv", 10, cols=2)
+    truth = estimate_text(page.get_text())
+    est = estimate_image(rasterize(page))
+    assert est.tokens == pytest.approx(truth.tokens, rel=0.25)
+
+
+def test_indented_code_lines_stay_separate_lines():
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rng = random.Random(5)
+    for i in range(50):
+        indent = " " * rng.choice([0, 4, 8, 12])
+        page.insert_text(
+            (50, 60 + 14 * i), f"{indent}{rng.choice(WORDS)} = {rng.choice(WORDS)}({rng.randint(0, 99)})",
+            fontname="cour", fontsize=10,
+        )
+    est = estimate_image(rasterize(page))
+    assert 48 <= est.lines <= 53
