@@ -390,6 +390,8 @@ class _Runner:
             pw, ph = reader.page_size(index)
             choice = None
             est = None
+            # An image file is its own render: decode it once, for the estimate and for the model.
+            image = reader.render(index) if reader.kind != "pdf" else None
             if opt.mode == AUTO:
                 from deepocr_cli.autoplan import choose_mode
                 from deepocr_cli.estimate import estimate_image, estimate_pdf_page
@@ -397,7 +399,7 @@ class _Runner:
                 if reader.kind == "pdf":
                     est = estimate_pdf_page(reader.pdf_page(index))
                 else:
-                    est = estimate_image(reader.render(index))
+                    est = estimate_image(image)
                 choice = choose_mode(
                     est, pw, ph, max_compression=opt.max_compression, min_mode=Mode(opt.min_mode),
                     max_mode=Mode(opt.max_mode), min_tiles=opt.min_tiles, max_tiles=opt.max_tiles,
@@ -409,8 +411,6 @@ class _Runner:
                 # Render once at the size of the mode an escalation could need, so a re-run needs no re-render.
                 size_mode = self._escalation_target(mode) or mode
                 image = reader.render(index, render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles))
-            else:
-                image = reader.render(index)
             t1 = time.perf_counter()
             w, h = image.size
             grid = grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)

@@ -200,7 +200,7 @@ def test_stdin_paths_and_stdout_markdown(scripted_checkpoint: Path, tree: Path) 
     r0 = run(*convert_args(scripted_checkpoint, "-", "-0", "--json", "--force"), input=f"{tree / 'paper.pdf'}\0")
     assert r0.exit_code == 0 and json.loads(r0.stdout)["totals"]["converted"] == 1
     out = run(*convert_args(scripted_checkpoint, str(tree / "sub" / "photo.png"), "--stdout"))
-    assert out.exit_code == 0 and out.stdout.startswith("") and "# Hello deepocr" in out.stdout
+    assert out.exit_code == 0 and out.stdout.startswith("<!-- page 1 -->") and "# Hello deepocr" in out.stdout
     assert "deepocr:" not in out.stdout  # logs and summary go to stderr
 
 
