@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli import prompts
+from deepocr_cli import prompts, rates
 from deepocr_cli.discover import SkippedInput, SourceDoc, find_documents
 from deepocr_cli.errors import ExitCode, InputError, NoInputError, OutputError, UsageError
 from deepocr_cli.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
@@ -293,6 +293,7 @@ class _Runner:
         self.stop = threading.Event()
         self.internal: deque[_Request] = deque()
         self.producer_error: BaseException | None = None
+        self.rate_samples: dict[str, list[float]] = {}  # mode -> [pages, generation seconds], saved at the end
         # Preprocessing (PIL resizes, tensor conversion) releases the GIL: a few workers keep a fast GPU fed.
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2))),
                                        thread_name_prefix="deepocr-prep")
@@ -464,6 +465,7 @@ class _Runner:
             self.stop.set()
             producer.join(timeout=5)
             self.pool.shutdown(wait=False, cancel_futures=True)
+            rates.record(self.model_info["id"], self.model_info["device"], self.rate_samples)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -668,9 +670,7 @@ class _Runner:
         if doc.lock is not None:
             doc.lock.release()
             doc.lock = None
-        from deepocr_cli import rates
-
-        rates.record(self.model_info["id"], self.model_info["device"], result.pages)
+        rates.add_pages(self.rate_samples, result.pages)
         self.report.files.append(fr)
         self.reporter.doc_done(fr)
 

@@ -1,7 +1,7 @@
 """Measured model speed per mode, remembered between runs so `deepocr plan` can estimate time.
 
-Each `convert` run adds, per (model, device) and per mode, the pages it generated and the
-generation seconds they took to `$XDG_CACHE_HOME/deepocr/rates.json` (default ~/.cache).
+Each `convert` run adds (once, at its end), per (model, device) and per mode, the pages it generated
+and the generation seconds they took to `$XDG_CACHE_HOME/deepocr/rates.json` (default ~/.cache).
 Best effort: a missing or unwritable cache only means plan shows no time.
 """
 
@@ -31,17 +31,25 @@ def _load() -> dict:
         return {}
 
 
-def record(model: str, device: str, pages: list[PageResult]) -> None:
-    """Add the pages of a run to the measured rates of (model, device)."""
-    measured = [p for p in pages if p.error is None and p.mode and "generate" in p.timing]
-    if not measured:
+def add_pages(samples: dict[str, list[float]], pages: list[PageResult]) -> None:
+    """Add finished pages to a run's per-mode [pages, generation seconds] tally."""
+    for p in pages:
+        if p.error is None and p.mode and "generate" in p.timing:
+            tally = samples.setdefault(p.mode, [0, 0.0])
+            tally[0] += 1
+            tally[1] += p.timing["generate"]
+
+
+def record(model: str, device: str, samples: dict[str, list[float]]) -> None:
+    """Merge a run's per-mode tally into the measured rates of (model, device); one write per run."""
+    if not samples:
         return
     data = _load()
     entry = data.setdefault(model, {}).setdefault(device, {})
-    for p in measured:
-        m = entry.setdefault(p.mode, {"pages": 0, "seconds": 0.0})
-        m["pages"] += 1
-        m["seconds"] = round(m["seconds"] + p.timing["generate"], 4)
+    for mode, (pages, seconds) in samples.items():
+        m = entry.setdefault(mode, {"pages": 0, "seconds": 0.0})
+        m["pages"] += int(pages)
+        m["seconds"] = round(m["seconds"] + seconds, 4)
     path = rates_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
