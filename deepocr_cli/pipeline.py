@@ -394,17 +394,9 @@ class _Runner:
             # An image file is its own render: decode it once, for the estimate and for the model.
             image = reader.render(index) if reader.kind != "pdf" else None
             if opt.mode == AUTO:
-                from deepocr_cli.autoplan import choose_mode
-                from deepocr_cli.estimate import estimate_image, estimate_pdf_page
+                from deepocr_cli.planning import plan_page
 
-                if reader.kind == "pdf":
-                    est = estimate_pdf_page(reader.pdf_page(index))
-                else:
-                    est = estimate_image(image)
-                choice = choose_mode(
-                    est, pw, ph, max_compression=opt.max_compression, min_mode=Mode(opt.min_mode),
-                    max_mode=Mode(opt.max_mode), min_tiles=opt.min_tiles, max_tiles=opt.max_tiles,
-                )
+                est, choice = plan_page(reader, index, opt, image)
                 mode = choice.mode
             else:
                 mode = Mode(opt.mode)

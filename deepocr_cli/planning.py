@@ -7,20 +7,49 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
+from deepocr_cli.autoplan import ModeChoice, choose_mode
 from deepocr_cli.discover import find_documents
 from deepocr_cli.errors import InputError, NoInputError
+from deepocr_cli.estimate import TextEstimate, estimate_image, estimate_pdf_page
 from deepocr_cli.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.render import open_document, parse_page_ranges
+from deepocr_cli.render import DocumentReader, open_document, parse_page_ranges
 
 log = logging.getLogger(__name__)
 
 
+def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
+              image: Image.Image | None = None) -> tuple[TextEstimate, ModeChoice]:
+    """The auto-mode decision for one page; `convert --mode auto` and `plan` both use it, so plan predicts convert.
+
+    Args:
+        reader: the open document.
+        index: 0-based page.
+        options: max compression, mode bounds, tile bounds.
+        image: the page already decoded (image files), to avoid decoding it twice.
+    """
+    if reader.kind == "pdf":
+        est = estimate_pdf_page(reader.pdf_page(index))
+    else:
+        est = estimate_image(image if image is not None else reader.render(index))
+    w, h = reader.page_size(index)
+    choice = choose_mode(est, w, h, max_compression=options.max_compression, min_mode=Mode(options.min_mode),
+                         max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles)
+    return est, choice
+
+
+def fixed_mode_tokens(reader: DocumentReader, index: int, mode: Mode, options: ConvertOptions) -> int:
+    """Vision tokens a fixed mode gives this page, on the image convert would feed the model."""
+    w, h = reader.page_size(index)
+    if reader.kind == "pdf":  # PDFs are rendered at the mode's size; image files are used as they are
+        w, h = render_size(mode, w, h, options.min_tiles, options.max_tiles)
+    return vision_tokens(mode, grid_for(mode, round(w), round(h), options.min_tiles, options.max_tiles))
+
+
 def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
     """Estimate and plan every page; returns the JSON-ready plan (schema in README)."""
-    from deepocr_cli.autoplan import choose_mode
-    from deepocr_cli.estimate import estimate_image, estimate_pdf_page
-
     docs, skipped = find_documents(list(paths), recursive=options.recursive, include=options.include,
                                    exclude=options.exclude)
     if not docs:
@@ -35,23 +64,16 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
                 wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
                           else range(reader.page_count))
                 for i in wanted:
-                    w, h = reader.page_size(i)
                     t0 = time.perf_counter()
-                    est = (estimate_pdf_page(reader.pdf_page(i)) if reader.kind == "pdf"
-                           else estimate_image(reader.render(i)))
-                    choice = choose_mode(est, w, h, max_compression=options.max_compression,
-                                         min_mode=Mode(options.min_mode), max_mode=Mode(options.max_mode),
-                                         min_tiles=options.min_tiles, max_tiles=options.max_tiles)
+                    est, choice = plan_page(reader, i, options)
                     ms = (time.perf_counter() - t0) * 1000
                     entry["pages"].append({"page": i + 1, "estimate": est.to_json(), **choice.to_json(),
                                            "estimate_ms": round(ms, 2)})
                     totals["pages"] += 1
                     totals["auto"] += choice.vision_tokens
                     totals["estimate_ms"] += ms
-                    # Fixed-mode totals at the size each mode would render the page.
                     for m in MODE_ORDER:
-                        rw, rh = render_size(m, w, h, options.min_tiles, options.max_tiles)
-                        totals[m.value] += vision_tokens(m, grid_for(m, rw, rh, options.min_tiles, options.max_tiles))
+                        totals[m.value] += fixed_mode_tokens(reader, i, m, options)
         except (InputError, ValueError) as e:
             entry["error"] = str(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)

@@ -100,3 +100,24 @@ def test_no_deep_skips_the_figure_pass(scripted_checkpoint: Path, tmp_path: Path
     block = json.loads((tmp_path / "p.json").read_text())["pages"][0]["blocks"][0]
     assert block["label"] == "image" and block["figure"] is None
     assert (tmp_path / block["image_path"]).is_file()  # the crop is still saved and linked
+
+
+def test_plan_predicts_what_convert_does(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    from deepocr_cli.planning import plan_documents
+
+    sparse_pdf(tmp_path / "slide.pdf")
+    Image.new("RGB", (1500, 2000), "white").save(tmp_path / "photo.png")
+    opts = ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False, escalate=False)
+    planned = {Path(f["source"]).name: [p["mode"] for p in f["pages"]] for f in plan_documents([tmp_path], opts)["files"]}
+    convert([tmp_path], opts)
+    for name in ("slide", "photo"):
+        pages = json.loads((tmp_path / f"{name}.json").read_text())["pages"]
+        assert [p["mode"] for p in pages] == planned[f"{name}.pdf" if name == "slide" else f"{name}.png"]
+    # Fixed-mode totals use the image convert would feed: a 600x480 image file is used as it is, so Gundam does
+    # not tile it (256 tokens); reading its pixels as PDF points would have tiled it.
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.new("RGB", (600, 480), "white").save(small / "icon.png")
+    gundam = plan_documents([small], opts)["vision_tokens"]["gundam"]
+    convert([small], ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False, mode="gundam"))
+    assert json.loads((small / "icon.json").read_text())["pages"][0]["vision_tokens"] == gundam == 256
