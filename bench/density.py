@@ -31,13 +31,8 @@ from deepocr_cli.estimate import (  # noqa: E402
     estimate_image_array,
     estimate_pdf_page,
 )
-from deepocr_cli.modes import Mode, grid_for, render_size, vision_tokens  # noqa: E402
-
-
-def fixed_tokens(mode: Mode, w: float, h: float) -> int:
-    """Vision tokens of a page always run in one mode."""
-    rw, rh = render_size(mode, w, h)
-    return vision_tokens(mode, grid_for(mode, rw, rh))
+from deepocr_cli.modes import Mode  # noqa: E402
+from deepocr_cli.planning import fixed_mode_tokens  # noqa: E402
 
 
 def timed(fn, *args, repeat: int = 3) -> tuple[object, float]:
@@ -66,14 +61,14 @@ def run(corpus: Path, target: float) -> list[dict]:
         if path.suffix.lower() == ".pdf":
             doc = docs.setdefault(r["file"], pymupdf.open(path))
             page = doc[r["page_index"]]
-            w, h = page.rect.width, page.rect.height
+            w, h, kind = page.rect.width, page.rect.height, "pdf"
             est, res["ms_page"] = timed(estimate_pdf_page, page)
             gray, res["ms_render"] = timed(_render_gray, page)
             img_est, res["ms_image"] = timed(estimate_image_array, gray)
         else:
             with Image.open(path) as im:
                 im.load()
-                w, h = im.size
+                w, h, kind = *im.size, "image"
                 est, res["ms_page"] = timed(estimate_image, im)
                 img_est, res["ms_image"] = est, res["ms_page"]
                 res["ms_render"] = 0.0
@@ -81,8 +76,8 @@ def run(corpus: Path, target: float) -> list[dict]:
         res.update(source=est.source, note=est.note, est=est.tokens, img=img_est.tokens, w=w, h=h)
         choice = choose_mode(est, w, h, max_compression=target)
         res["auto_mode"], res["auto_vt"] = str(choice.mode), choice.vision_tokens
-        res["gundam_vt"] = fixed_tokens(Mode.GUNDAM, w, h)
-        res["base_vt"] = fixed_tokens(Mode.BASE, w, h)
+        res["gundam_vt"] = fixed_mode_tokens(kind, w, h, Mode.GUNDAM)
+        res["base_vt"] = fixed_mode_tokens(kind, w, h, Mode.BASE)
         if res["truth"] is not None:
             res["true_ratio"] = res["truth"] / choice.vision_tokens
         out.append(res)

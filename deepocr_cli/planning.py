@@ -40,12 +40,21 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
     return est, choice
 
 
-def fixed_mode_tokens(reader: DocumentReader, index: int, mode: Mode, options: ConvertOptions) -> int:
-    """Vision tokens a fixed mode gives this page, on the image convert would feed the model."""
-    w, h = reader.page_size(index)
-    if reader.kind == "pdf":  # PDFs are rendered at the mode's size; image files are used as they are
-        w, h = render_size(mode, w, h, options.min_tiles, options.max_tiles)
-    return vision_tokens(mode, grid_for(mode, round(w), round(h), options.min_tiles, options.max_tiles))
+def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_tiles: int = 2,
+                      max_tiles: int = 6) -> int:
+    """Vision tokens a fixed mode gives a page, on the image convert would feed the model.
+
+    Args:
+        kind: "pdf" (size in points; rendered at the mode's size) or "image" (size in pixels; used as it is).
+        width: page width.
+        height: page height.
+        mode: the fixed mode.
+        min_tiles: Gundam tile bounds.
+        max_tiles: Gundam tile bounds.
+    """
+    if kind == "pdf":
+        width, height = render_size(mode, width, height, min_tiles, max_tiles)
+    return vision_tokens(mode, grid_for(mode, round(width), round(height), min_tiles, max_tiles))
 
 
 def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
@@ -72,8 +81,10 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
                     totals["pages"] += 1
                     totals["auto"] += choice.vision_tokens
                     totals["estimate_ms"] += ms
+                    w, h = reader.page_size(i)
                     for m in MODE_ORDER:
-                        totals[m.value] += fixed_mode_tokens(reader, i, m, options)
+                        totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
+                                                             options.max_tiles)
         except (InputError, ValueError) as e:
             entry["error"] = str(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
