@@ -27,7 +27,7 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, _render_gray  # noqa: E402
+from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, _render_gray, text_layer_quality  # noqa: E402
 from deepocr_cli.estimate_image import (  # noqa: E402
     LATIN_TOKENS_PER_CHAR,
     LATIN_TOKENS_PER_WORD,
@@ -188,19 +188,46 @@ def build(limit: int | None) -> list[dict]:
     return rows
 
 
-def pdf_rows(paths: list[Path]) -> list[dict]:
-    """Pages of real PDFs with their text-layer truth and features."""
+def pdf_rows(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7) -> list[dict]:
+    """Pages of real PDFs (all, or ``pages_per_pdf`` random ones each) whose text layer is usable and holds
+    150-8000 tokens, with their text-layer truth and features."""
     count = _count_tokens()
+    rng = random.Random(seed)
     rows = []
     for path in paths:
-        with pymupdf.open(path) as doc:
-            for page in doc:
+        try:
+            doc = pymupdf.open(path)
+        except Exception:  # noqa: BLE001 - a broken file in a documentation tree is skipped
+            continue
+        with doc:
+            if doc.needs_pass or doc.page_count == 0:
+                continue
+            index = range(doc.page_count)
+            if pages_per_pdf:
+                index = sorted(rng.sample(index, min(pages_per_pdf, doc.page_count)))
+            for i in index:
+                page = doc[i]
+                if not text_layer_quality(page)[0]:
+                    continue
                 truth = count(page.get_text())
-                if truth > 150:
-                    row = {"name": f"{path.stem}p{page.number}", "kind": "pdf", "truth": truth}
+                if 150 < truth <= 8000:
+                    row = {"name": f"{path.stem}p{i}", "kind": "pdf", "truth": truth}
                     row.update(features(page))
                     rows.append(row)
     return rows
+
+
+def sample_pdfs(root: Path, n: int, seed: int, manifest: Path | None) -> list[Path]:
+    """``n`` random PDFs under ``root``, none from a folder that holds a benchmark-corpus source file."""
+    skip = set()
+    if manifest:
+        import json
+
+        for line in manifest.read_text().splitlines():
+            skip.add(str(Path(json.loads(line)["source_file"]).parent))
+    pdfs = sorted(p for p in root.rglob("*.pdf") if str(p.parent.relative_to(root)) not in skip)
+    random.Random(seed).shuffle(pdfs)
+    return pdfs[:n]
 
 
 def summary(label: str, rows: list[dict], pred: list[float]) -> str:
@@ -237,9 +264,24 @@ def main() -> None:
     ap.add_argument(
         "--pdf", type=Path, nargs="*", default=[], help="real PDFs with text layers, a second set"
     )
+    ap.add_argument(
+        "--pdf-tree",
+        type=Path,
+        help="or: a folder of real PDFs (e.g. unpacked TeX Live doc packages); --sample of them, 2 pages each",
+    )
+    ap.add_argument("--sample", type=int, default=70, help="PDFs drawn from --pdf-tree")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the --pdf-tree draw")
+    ap.add_argument(
+        "--exclude-manifest",
+        type=Path,
+        help="corpus manifest.jsonl: skip --pdf-tree folders holding a corpus source file",
+    )
     args = ap.parse_args()
     rows = build(args.limit)
     real = pdf_rows(args.pdf)
+    if args.pdf_tree:
+        picked = sample_pdfs(args.pdf_tree, args.sample, args.seed, args.exclude_manifest)
+        real += pdf_rows(picked, pages_per_pdf=2, seed=args.seed)
     for r in rows:
         e = r["est"] / r["truth"] - 1
         print(
