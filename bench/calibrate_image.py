@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import random
 import statistics
 import sys
@@ -221,8 +222,6 @@ def sample_pdfs(root: Path, n: int, seed: int, manifest: Path | None) -> list[Pa
     """``n`` random PDFs under ``root``, none from a folder that holds a benchmark-corpus source file."""
     skip = set()
     if manifest:
-        import json
-
         for line in manifest.read_text().splitlines():
             skip.add(str(Path(json.loads(line)["source_file"]).parent))
     pdfs = sorted(p for p in root.rglob("*.pdf") if str(p.parent.relative_to(root)) not in skip)
