@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from golden import RAW, H, W, check_golden, raw
 
 from deepocr_cli.parse import (
     COORD_MAX,
@@ -19,25 +18,6 @@ from deepocr_cli.parse import (
     to_pixels,
 )
 from deepocr_cli.results import block_to_json
-
-DATA = Path(__file__).parent / "data"
-RAW = DATA / "raw"
-EXPECTED = DATA / "expected"
-# A4 rendered at 144 dpi, as the official PDF runner does.
-W, H = 1191, 1684
-
-
-def raw(name: str) -> str:
-    return (RAW / name).read_text(encoding="utf-8")
-
-
-def check_golden(name: str, actual: str) -> None:
-    """Compare with tests/data/expected/<name>; DEEPOCR_REGEN=1 rewrites the file instead."""
-    path = EXPECTED / name
-    if os.environ.get("DEEPOCR_REGEN") == "1":
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"missing golden file {path}; run with DEEPOCR_REGEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in RAW.glob("*.txt")))

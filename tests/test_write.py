@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from golden import RAW, H, W, check_golden
 from PIL import Image, ImageDraw
 
 from deepocr_cli.errors import OutputError
@@ -26,20 +26,6 @@ from deepocr_cli.write import (
     save_page_crops,
     write_document,
 )
-
-DATA = Path(__file__).parent / "data"
-RAW = DATA / "raw"
-EXPECTED = DATA / "expected"
-W, H = 1191, 1684
-
-
-def check_golden(name: str, actual: str) -> None:
-    """Compare with tests/data/expected/<name>; DEEPOCR_REGEN=1 rewrites the file instead."""
-    path = EXPECTED / name
-    if os.environ.get("DEEPOCR_REGEN") == "1":
-        path.write_text(actual, encoding="utf-8")
-    assert path.exists(), f"missing golden file {path}; run with DEEPOCR_REGEN=1 and review it"
-    assert actual == path.read_text(encoding="utf-8")
 
 
 class FakeFigure:
