@@ -331,8 +331,8 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
 
 
 def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
-    """The estimate and the per-fragment measures behind it (kept text fragments only: line id, script,
-    characters, word starts, core, line core share), for diagnostics and benchmarks."""
+    """The estimate and the per-fragment measures behind it (kept text fragments only: CJK or not, characters,
+    word starts, ink segments and narrow ones among them), for bench/calibrate_image.py."""
     ink = _drop_lines(_binarize(gray))
     f = _fragments(ink)
     core, height, width = f["core"], f["height"], f["width"]
@@ -408,19 +408,11 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     cum_chars = np.cumsum(chars_per_frag[sized][by_size])
     small = float(em[sized][by_size][np.searchsorted(cum_chars, _SMALL_TEXT_QUANTILE * cum_chars[-1])])
     detail = {
-        "line": line,
         "cjk": cjk,
         "chars": chars_per_frag,
         "words": word_starts,
         "nseg": f["nseg"][keep],
         "narrow": f["narrow"][keep],
-        "core": core,
-        "line_core": line_core[line],
-        "share": share[line],
-        "width": width,
-        "y0": y0,
-        "y1": y1,
-        "strip": strip_k,
     }
     est = TextEstimate(
         tokens,
