@@ -28,11 +28,14 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, _render_gray, text_layer_quality  # noqa: E402
+from deepocr_cli.estimate import CJK_RE, CJK_TOKENS_PER_CHAR, _render_gray, text_layer_quality  # noqa: E402
 from deepocr_cli.estimate_image import (  # noqa: E402
+    CJK_CORE_SHARE,
     LATIN_TOKENS_PER_CHAR,
     LATIN_TOKENS_PER_WORD,
+    STRIP,
     _analyse,
+    _cjk_score,
 )
 
 STDLIB = Path(ast.__file__).parent
@@ -229,6 +232,78 @@ def sample_pdfs(root: Path, n: int, seed: int, manifest: Path | None) -> list[Pa
     return pdfs[:n]
 
 
+def script_lines(paths: list[Path], pages_per_pdf: int, seed: int) -> list[dict]:
+    """Lines of real PDF pages as the image estimator groups them, with their script measures (core share,
+    strokes per column, density) and the CJK and other characters of the text layer inside their fragments."""
+    rng = random.Random(seed)
+    out = []
+    for path in paths:
+        try:
+            doc = pymupdf.open(path)
+        except Exception:  # noqa: BLE001 - a broken file in a documentation tree is skipped
+            continue
+        with doc:
+            if doc.needs_pass or doc.page_count == 0:
+                continue
+            for i in sorted(rng.sample(range(doc.page_count), min(pages_per_pdf, doc.page_count))):
+                page = doc[i]
+                if page.rotation or not text_layer_quality(page)[0]:
+                    continue
+                gray = _render_gray(page)
+                d = _analyse(gray)[1]
+                if not d:
+                    continue
+                h, scale = gray.shape[0], gray.shape[0] / page.rect.height
+                key = d["strip"].astype(np.int64) * (h + 1) + d["y0"]  # fragments come in strip, then row order
+                ncjk, nother = np.zeros(len(key)), np.zeros(len(key))
+                for block in page.get_text("rawdict")["blocks"]:
+                    for line in block.get("lines", []):
+                        for span in line["spans"]:
+                            for ch in span["chars"]:
+                                if ch["c"].isspace():
+                                    continue
+                                x0, y0, x1, y1 = ch["bbox"]
+                                st, y = int((x0 + x1) / 2 * scale) // STRIP, int((y0 + y1) / 2 * scale)
+                                k = int(np.searchsorted(key, st * (h + 1) + y, side="right")) - 1
+                                if k >= 0 and d["strip"][k] == st and d["y1"][k] > y:
+                                    (ncjk if CJK_RE.match(ch["c"]) else nother)[k] += 1
+                nl = len(d["line_share"])
+                c, o = np.bincount(d["line"], ncjk, nl), np.bincount(d["line"], nother, nl)
+                for j in np.flatnonzero(c + o > 0):
+                    out.append(
+                        {
+                            "share": float(d["line_share"][j]),
+                            "strokes": float(d["line_strokes"][j]),
+                            "density": float(d["line_density"][j]),
+                            "cjk": float(c[j]),
+                            "other": float(o[j]),
+                        }
+                    )
+    return out
+
+
+def fit_script(lines: list[dict]) -> np.ndarray:
+    """Logistic fit of CJK-or-not on [1, strokes, density], each line weighted by its characters with both
+    classes weighing the same; returns (bias, stroke weight, density weight) of a score > 0 for CJK."""
+    x = np.array([[1.0, r["strokes"], r["density"]] for r in lines])
+    y = np.array([r["cjk"] > r["other"] for r in lines], dtype=float)
+    n = np.array([r["cjk"] + r["other"] for r in lines])
+    w = np.where(y == 1, n / n[y == 1].sum(), n / n[y == 0].sum())
+    b = np.zeros(3)
+    for _ in range(50):  # Newton steps (IRLS)
+        p = 1 / (1 + np.exp(-x @ b))
+        hess = x.T @ (x * (w * p * (1 - p))[:, None]) + 1e-6 * np.eye(3)
+        b += np.linalg.solve(hess, x.T @ (w * (y - p)))
+    return b
+
+
+def script_accuracy(lines: list[dict], is_cjk: np.ndarray) -> str:
+    """Shares of the CJK and of the other characters whose line is called right."""
+    c = np.array([r["cjk"] for r in lines])
+    o = np.array([r["other"] for r in lines])
+    return f"CJK characters on CJK lines {c[is_cjk].sum() / c.sum():.0%}, others on Latin lines {o[~is_cjk].sum() / o.sum():.0%}"
+
+
 def summary(label: str, rows: list[dict], pred: list[float]) -> str:
     """Share within +-25% and median signed error of predictions against the truth."""
     e = [p / r["truth"] - 1 for r, p in zip(rows, pred, strict=True)]
@@ -275,12 +350,39 @@ def main() -> None:
         type=Path,
         help="corpus manifest.jsonl: skip --pdf-tree folders holding a corpus source file",
     )
+    ap.add_argument(
+        "--cjk-pdf",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="Chinese/Japanese PDFs with text layers: 4 random pages each, a third set (and, with --fit-script, "
+        "the CJK side of the script fit)",
+    )
+    ap.add_argument(
+        "--fit-script",
+        action="store_true",
+        help="fit the stroke score that tells CJK lines (lines of --cjk-pdf and --pdf-tree pages labelled by "
+        "their text layers), print it and the share of characters each rule gets right, and stop",
+    )
     args = ap.parse_args()
+    picked = sample_pdfs(args.pdf_tree, args.sample, args.seed, args.exclude_manifest) if args.pdf_tree else []
+    if args.fit_script:
+        lines = script_lines(args.cjk_pdf, 4, args.seed) + script_lines(picked, 2, args.seed)
+        b = fit_script(lines)
+        share = np.array([r["share"] for r in lines])
+        strokes = np.array([r["strokes"] for r in lines])
+        density = np.array([r["density"] for r in lines])
+        print(f"{len(lines)} labelled lines")
+        print(f"fit: score = {b[1]:.2f} x strokes {b[2]:+.2f} x density {b[0]:+.2f}")
+        print(f"  core share > {CJK_CORE_SHARE} alone: {script_accuracy(lines, share > CJK_CORE_SHARE)}")
+        print(f"  fitted stroke score alone: {script_accuracy(lines, b[0] + b[1] * strokes + b[2] * density > 0)}")
+        print(f"  shipped rule (either): {script_accuracy(lines, _cjk_score(share, strokes, density) > 0)}")
+        return
     rows = build(args.limit)
     real = pdf_rows(args.pdf)
-    if args.pdf_tree:
-        picked = sample_pdfs(args.pdf_tree, args.sample, args.seed, args.exclude_manifest)
+    if picked:
         real += pdf_rows(picked, pages_per_pdf=2, seed=args.seed)
+    cjk_rows = pdf_rows(args.cjk_pdf, pages_per_pdf=4, seed=args.seed)
     for r in rows:
         e = r["est"] / r["truth"] - 1
         print(
@@ -295,6 +397,8 @@ def main() -> None:
             print(summary(f"  synthetic {kind}", kr, [r["est"] for r in kr]))
     if real:
         print(summary("  real PDFs", real, [r["est"] for r in real]))
+    if cjk_rows:
+        print(summary("  CJK PDFs", cjk_rows, [r["est"] for r in cjk_rows]))
     if not args.fit:
         return
     for cols in (["words", "chars"], ["words", "chars", "narrow"]):

@@ -401,6 +401,51 @@ def test_mixed_cjk_and_latin_lines_are_counted_per_script():
     assert est.tokens == pytest.approx(truth.tokens, rel=0.3)
 
 
+KANA = "のにはをたがでてとしれさあるいうかなこもよりまでからすべてですますという"
+
+
+@pytest.mark.parametrize(
+    "font,cjk", [("china-s", True), ("japan", True), ("tiro", False), ("helv", False), ("cour", False)]
+)
+def test_stroke_score_tells_cjk_lines_from_latin(font, cjk):
+    """Strokes stacked per inked column, with the ink density, mark CJK lines without the core share (which
+    real CJK lines holding Latin words fall below)."""
+    from deepocr_cli.estimate import _render_gray
+    from deepocr_cli.estimate_image import CJK_DENSITY_WEIGHT, CJK_STROKE_BIAS, CJK_STROKE_WEIGHT, _analyse
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rng = random.Random(1)
+    for i in range(30):
+        if cjk:
+            text = "".join(rng.choice(HANZI + KANA) for _ in range(40))
+        else:
+            text = " ".join(rng.choice(WORDS) for _ in range(12))
+        page.insert_text((50, 60 + 24 * i), text, fontname=font, fontsize=11)
+    _, d = _analyse(_render_gray(page))
+    lines = np.unique(d["line"])
+    assert len(lines) >= 25
+    score = (
+        CJK_STROKE_WEIGHT * d["line_strokes"][lines]
+        - CJK_DENSITY_WEIGHT * d["line_density"][lines]
+        - CJK_STROKE_BIAS
+    )
+    if cjk:
+        assert (score > 0).mean() >= 0.8
+    else:
+        assert (score > 0).mean() <= 0.1
+
+
+def test_cjk_score_takes_either_rule():
+    """A line is CJK by its core share or by its strokes; Latin only when both say Latin."""
+    from deepocr_cli.estimate_image import _cjk_score
+
+    share = np.array([0.6, 0.6, 0.8, 0.5])
+    strokes = np.array([2.4, 1.6, 1.5, 1.5])
+    density = np.array([0.3, 0.35, 0.4, 0.42])
+    assert list(_cjk_score(share, strokes, density) > 0) == [True, False, True, False]
+
+
 def test_code_costs_more_tokens_per_character_than_prose():
     """Pre-tokenizer pieces: identifiers, brackets and indentation each cost a token."""
     code = "    def f(x, y):\n        return {'a': x[0], 'b': y[1:3]}\n" * 40
