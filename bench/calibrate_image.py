@@ -158,11 +158,9 @@ def features(page: pymupdf.Page) -> dict[str, float]:
     }
 
 
-def build(limit: int | None) -> list[dict]:
-    """Pages with truth and features."""
+def synthetic_pages(limit: int | None):
+    """Yield (row, page, truth text) for the synthetic pages: row holds name, kind, font, size, landscape, cols."""
     rng = random.Random(1)
-    count = _count_tokens()
-    rows = []
     srcs = samples(rng)
     if limit:
         srcs = srcs[:limit]
@@ -174,31 +172,30 @@ def build(limit: int | None) -> list[dict]:
         size = rng.choice([6, 7, 8, 9, 10, 11, 12])
         landscape = rng.random() < 0.3
         columns = 1 if kind == "code" else rng.choice([1, 1, 2])
-        doc = render(text, kind, font, size, landscape, columns)
-        page = doc[0]
+        page = render(text, kind, font, size, landscape, columns)[0]
         truth_text = page.get_text()
         if len(truth_text.strip()) < 200:
             continue
-        row = {
-            "name": name,
-            "kind": kind,
-            "font": font,
-            "size": size,
-            "landscape": landscape,
-            "cols": columns,
-        }
+        row = {"name": name, "kind": kind, "font": font, "size": size, "landscape": landscape, "cols": columns}
+        yield row, page, truth_text
+
+
+def build(limit: int | None) -> list[dict]:
+    """Synthetic pages with truth and features."""
+    count = _count_tokens()
+    rows = []
+    for row, page, truth_text in synthetic_pages(limit):
         row["truth"] = count(truth_text)
         row.update(features(page))
         rows.append(row)
     return rows
 
 
-def pdf_rows(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7) -> list[dict]:
-    """Pages of real PDFs (all, or ``pages_per_pdf`` random ones each) whose text layer is usable and holds
-    150-8000 tokens, with their text-layer truth and features."""
+def pdf_pages(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7):
+    """Yield (name, page, truth tokens) for pages of real PDFs (all, or ``pages_per_pdf`` random ones each) whose
+    text layer is usable and holds 150-8000 tokens."""
     count = _count_tokens()
     rng = random.Random(seed)
-    rows = []
     for path in paths:
         try:
             doc = pymupdf.open(path)
@@ -216,9 +213,16 @@ def pdf_rows(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7)
                     continue
                 truth = count(page.get_text())
                 if 150 < truth <= 8000:
-                    row = {"name": f"{path.stem}p{i}", "kind": "pdf", "truth": truth}
-                    row.update(features(page))
-                    rows.append(row)
+                    yield f"{path.stem}p{i}", page, truth
+
+
+def pdf_rows(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7) -> list[dict]:
+    """Pages of real PDFs (see pdf_pages) with their text-layer truth and features."""
+    rows = []
+    for name, page, truth in pdf_pages(paths, pages_per_pdf, seed):
+        row = {"name": name, "kind": "pdf", "truth": truth}
+        row.update(features(page))
+        rows.append(row)
     return rows
 
 
