@@ -191,10 +191,9 @@ def build(limit: int | None) -> list[dict]:
     return rows
 
 
-def pdf_pages(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7):
-    """Yield (name, page, truth tokens) for pages of real PDFs (all, or ``pages_per_pdf`` random ones each) whose
-    text layer is usable and holds 150-8000 tokens."""
-    count = _count_tokens()
+def usable_pages(paths: list[Path], pages_per_pdf: int | None, seed: int):
+    """Yield (path, index, page) for pages of real PDFs (all, or ``pages_per_pdf`` random ones each) whose text
+    layer is usable; unreadable and encrypted files are skipped. Each document is open while its pages are used."""
     rng = random.Random(seed)
     for path in paths:
         try:
@@ -209,11 +208,17 @@ def pdf_pages(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7
                 index = sorted(rng.sample(index, min(pages_per_pdf, doc.page_count)))
             for i in index:
                 page = doc[i]
-                if not text_layer_quality(page)[0]:
-                    continue
-                truth = count(page.get_text())
-                if 150 < truth <= 8000:
-                    yield f"{path.stem}p{i}", page, truth
+                if text_layer_quality(page)[0]:
+                    yield path, i, page
+
+
+def pdf_pages(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7):
+    """Yield (name, page, truth tokens) for the usable pages (see usable_pages) holding 150-8000 tokens."""
+    count = _count_tokens()
+    for path, i, page in usable_pages(paths, pages_per_pdf, seed):
+        truth = count(page.get_text())
+        if 150 < truth <= 8000:
+            yield f"{path.stem}p{i}", page, truth
 
 
 def pdf_rows(paths: list[Path], pages_per_pdf: int | None = None, seed: int = 7) -> list[dict]:
@@ -240,50 +245,40 @@ def sample_pdfs(root: Path, n: int, seed: int, manifest: Path | None) -> list[Pa
 def script_lines(paths: list[Path], pages_per_pdf: int, seed: int) -> list[dict]:
     """Lines of real PDF pages as the image estimator groups them, with their script measures (core share,
     strokes per column, density) and the CJK and other characters of the text layer inside their fragments."""
-    rng = random.Random(seed)
     out = []
-    for path in paths:
-        try:
-            doc = pymupdf.open(path)
-        except Exception:  # noqa: BLE001 - a broken file in a documentation tree is skipped
+    for _, _, page in usable_pages(paths, pages_per_pdf, seed):
+        if page.rotation:
             continue
-        with doc:
-            if doc.needs_pass or doc.page_count == 0:
-                continue
-            for i in sorted(rng.sample(range(doc.page_count), min(pages_per_pdf, doc.page_count))):
-                page = doc[i]
-                if page.rotation or not text_layer_quality(page)[0]:
-                    continue
-                gray = _render_gray(page)
-                d = _analyse(gray)[1]
-                if not d:
-                    continue
-                h, scale = gray.shape[0], gray.shape[0] / page.rect.height
-                key = d["strip"].astype(np.int64) * (h + 1) + d["y0"]  # fragments come in strip, then row order
-                ncjk, nother = np.zeros(len(key)), np.zeros(len(key))
-                for block in page.get_text("rawdict")["blocks"]:
-                    for line in block.get("lines", []):
-                        for span in line["spans"]:
-                            for ch in span["chars"]:
-                                if ch["c"].isspace():
-                                    continue
-                                x0, y0, x1, y1 = ch["bbox"]
-                                st, y = int((x0 + x1) / 2 * scale) // STRIP, int((y0 + y1) / 2 * scale)
-                                k = int(np.searchsorted(key, st * (h + 1) + y, side="right")) - 1
-                                if k >= 0 and d["strip"][k] == st and d["y1"][k] > y:
-                                    (ncjk if CJK_RE.match(ch["c"]) else nother)[k] += 1
-                nl = len(d["line_share"])
-                c, o = np.bincount(d["line"], ncjk, nl), np.bincount(d["line"], nother, nl)
-                for j in np.flatnonzero(c + o > 0):
-                    out.append(
-                        {
-                            "share": float(d["line_share"][j]),
-                            "strokes": float(d["line_strokes"][j]),
-                            "density": float(d["line_density"][j]),
-                            "cjk": float(c[j]),
-                            "other": float(o[j]),
-                        }
-                    )
+        gray = _render_gray(page)
+        d = _analyse(gray)[1]
+        if not d:
+            continue
+        h, scale = gray.shape[0], gray.shape[0] / page.rect.height
+        key = d["strip"].astype(np.int64) * (h + 1) + d["y0"]  # fragments come in strip, then row order
+        ncjk, nother = np.zeros(len(key)), np.zeros(len(key))
+        for block in page.get_text("rawdict")["blocks"]:
+            for line in block.get("lines", []):
+                for span in line["spans"]:
+                    for ch in span["chars"]:
+                        if ch["c"].isspace():
+                            continue
+                        x0, y0, x1, y1 = ch["bbox"]
+                        st, y = int((x0 + x1) / 2 * scale) // STRIP, int((y0 + y1) / 2 * scale)
+                        k = int(np.searchsorted(key, st * (h + 1) + y, side="right")) - 1
+                        if k >= 0 and d["strip"][k] == st and d["y1"][k] > y:
+                            (ncjk if CJK_RE.match(ch["c"]) else nother)[k] += 1
+        nl = len(d["line_share"])
+        c, o = np.bincount(d["line"], ncjk, nl), np.bincount(d["line"], nother, nl)
+        for j in np.flatnonzero(c + o > 0):
+            out.append(
+                {
+                    "share": float(d["line_share"][j]),
+                    "strokes": float(d["line_strokes"][j]),
+                    "density": float(d["line_density"][j]),
+                    "cjk": float(c[j]),
+                    "other": float(o[j]),
+                }
+            )
     return out
 
 
