@@ -30,6 +30,15 @@ from deepocr_cli.estimate import CJK_TOKENS_PER_CHAR, TextEstimate
 WORK_LONG_SIDE = 1400
 #: Longest side analysed (px): larger images are shrunk to it, which bounds the time per page.
 MAX_LONG_SIDE = 1800
+#: Ink differs from its background by at least this many deviations of the page's pixel noise (measured from
+#: neighbouring pixels): a blank page under sensor noise holds no text (sigma 8 read as ~1,800 tokens without it).
+NOISE_SIGMAS = 4.0
+#: Where a neighbourhood of blocks has a contrast above GRAY_TEXT_FACTOR x the paper's own spread (the 25th
+#: percentile of block contrasts), its threshold lies at most GRAY_TEXT_SHARE of that contrast from the background:
+#: gray print beside black print or pictures binarises whole (the page-wide contrast floor alone hid 70%-gray text
+#: and broke 60%-gray text into specks).
+GRAY_TEXT_FACTOR = 5.0
+GRAY_TEXT_SHARE = 0.45
 _BG_BLOCK = 32  # px; local background = brightest pixel of each block (handles uneven scan illumination)
 _POOL = 4  # 4x4 means before taking block extremes
 #: Ink runs longer than this share of the page's long side are rules, frames, bars or plot axes, not glyph strokes
@@ -71,8 +80,8 @@ CJK_STROKE_BIAS = 14.05
 #: +-25%, against 74% for words + characters refitted on the same pages and 66% for the earlier 0.59 x words +
 #: 0.122 x characters fitted on the two manuals alone. About one token a mark, as BPE has it. A word term adds
 #: nothing once marks are counted (its fitted rate is 0.06 tokens per word).
-LATIN_TOKENS_PER_CHAR = 0.188
-LATIN_TOKENS_PER_MARK = 1.022
+LATIN_TOKENS_PER_CHAR = 0.191
+LATIN_TOKENS_PER_MARK = 1.105
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
@@ -105,7 +114,8 @@ def _binarize(gray: np.ndarray) -> np.ndarray:
 
     Each 32-px block decides its own polarity, so light text on dark title bars and slide themes counts as ink
     and the bars themselves do not; the background of a block is taken from its neighbourhood of like blocks,
-    which tolerates uneven scan illumination.
+    which tolerates uneven scan illumination. The margin is at least NOISE_SIGMAS deviations of the page's pixel
+    noise, and follows the neighbourhood's own contrast where that is well above blank paper's (GRAY_TEXT_FACTOR).
     """
     h, w = gray.shape
     b, s = _BG_BLOCK, _POOL
@@ -141,9 +151,21 @@ def _binarize(gray: np.ndarray) -> np.ndarray:
     )
     bg_light = _nb(np.where(dark, 0, hi), np.maximum)
     bg_dark = _nb(np.where(dark, lo, 255), np.minimum)
-    # a floor from the page's own contrast keeps sensor noise in blank blocks from turning into specks of ink
-    floor = max(20.0, 0.3 * abs(paper - tone))
-    margin = np.maximum(floor, 0.3 * (_nb(hi, np.maximum) - _nb(lo, np.minimum)))
+    # pixel noise: the median absolute difference of horizontal neighbours (every 8th row; text edges are few),
+    # as a standard deviation of one pixel
+    diff = np.abs(np.diff(gray[::8].astype(np.int16), axis=1)).ravel()
+    counts = np.cumsum(np.bincount(diff, minlength=256))
+    sigma = float(np.searchsorted(counts, counts[-1] / 2)) * 1.4826 / np.sqrt(2)
+    least = max(20.0, NOISE_SIGMAS * sigma)
+    # a floor from the page's own contrast keeps paper texture in blank blocks from turning into specks of ink;
+    # blocks whose neighbourhood holds clearly more contrast than blank paper (gray print) go by that contrast
+    floor = max(least, 0.3 * abs(paper - tone))
+    nrange = _nb(hi, np.maximum) - _nb(lo, np.minimum)
+    spread = max(float(np.percentile(hi - lo, 25)), 2.0)
+    floor = np.where(
+        nrange > GRAY_TEXT_FACTOR * spread, np.maximum(least, np.minimum(floor, GRAY_TEXT_SHARE * nrange)), floor
+    )
+    margin = np.maximum(floor, 0.3 * nrange)
     lower = np.where(dark, -1, np.clip(bg_light - margin, -1, 255))  # ink on light: gray < lower
     upper = np.where(dark, np.clip(bg_dark + margin, 0, 256), 256)  # ink on dark: gray > upper
     # as uint8 (gray < 0 and gray > 255 are never true, so the clipped thresholds decide alike), compared one
