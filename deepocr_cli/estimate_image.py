@@ -62,26 +62,26 @@ CJK_CORE_SHARE = 0.65
 #: A line is also CJK where its stroke score is positive: CJK_STROKE_WEIGHT x strokes - CJK_DENSITY_WEIGHT x
 #: density - CJK_STROKE_BIAS, with strokes = vertical ink runs per inked column (ideographs and kana stack
 #: 2-5 horizontal strokes, Latin letters 1-3) and density = ink share of the fragments' core boxes (a CJK body
-#: box holds more white than a Latin x-height band). The core share alone puts only 55% of the CJK characters
+#: box holds more white than a Latin x-height band). The core share alone puts only 56% of the CJK characters
 #: of real Chinese and Japanese documents on CJK lines: lines mixing CJK with Latin words and TeX commands sit at
-#: 0.6-0.7. Logistic fit on 6,303 lines labelled by their text layers (bench/calibrate_image.py --fit-script: 14
+#: 0.6-0.7. Logistic fit on 6,456 lines labelled by their text layers (bench/calibrate_image.py --fit-script: 14
 #: Chinese and Japanese TeX manuals and 60 random TeX Live PDFs, none from a benchmark-corpus folder): CJK
-#: characters on CJK lines 55% -> 92%, other characters on Latin lines 89% -> 84%.
-CJK_STROKE_WEIGHT = 12.58
-CJK_DENSITY_WEIGHT = 28.01
-CJK_STROKE_BIAS = 14.05
+#: characters on CJK lines 56% -> 92%, other characters on Latin lines 90% -> 84%.
+CJK_STROKE_WEIGHT = 10.89
+CJK_DENSITY_WEIGHT = 30.00
+CJK_STROKE_BIAS = 9.56
 #: Latin tokens = LATIN_TOKENS_PER_CHAR x characters (spaces included) + LATIN_TOKENS_PER_MARK x marks (ink
 #: segments that neither span the x-height band nor reach above or below it: . , - = : ; and dot leaders). BPE
 #: merges letters into word pieces (~0.2 tokens per character) but spends a token on nearly every punctuation mark,
 #: which is what makes code, TeX sources and tables of contents cost two to three times prose per character.
 #: Fitted (least absolute relative error, `bench/calibrate_image.py --fit --pdf-tree ... --sample 550 --seed 13`)
 #: on 766 pages of 550 random TeX Live, R, Octave and gnuplot PDFs and two manuals nobody here wrote (none from a
-#: benchmark-corpus folder), truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 79% within
-#: +-25%, against 74% for words + characters refitted on the same pages and 66% for the earlier 0.59 x words +
-#: 0.122 x characters fitted on the two manuals alone. About one token a mark, as BPE has it. A word term adds
-#: nothing once marks are counted (its fitted rate is 0.06 tokens per word).
-LATIN_TOKENS_PER_CHAR = 0.191
-LATIN_TOKENS_PER_MARK = 1.105
+#: benchmark-corpus folder), truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 80% within
+#: +-25%, against 74% for words + characters refitted on the same pages and 65% for the earlier estimator (0.59 x
+#: words + 0.122 x characters, fitted on the two manuals alone; bench/estimator_ab.py --rev b430c74). About one
+#: token a mark, as BPE has it. A word term adds nothing once marks are counted (fitted: -0.003 tokens a word).
+LATIN_TOKENS_PER_CHAR = 0.190
+LATIN_TOKENS_PER_MARK = 1.091
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
