@@ -381,7 +381,7 @@ def main() -> None:
         print(f"fit: score = {b[1]:.2f} x strokes {b[2]:+.2f} x density {b[0]:+.2f}")
         print(f"  core share > {CJK_CORE_SHARE} alone: {script_accuracy(lines, share > CJK_CORE_SHARE)}")
         print(f"  fitted stroke score alone: {script_accuracy(lines, b[0] + b[1] * strokes + b[2] * density > 0)}")
-        print(f"  shipped rule (either): {script_accuracy(lines, _cjk_score(share, strokes, density) > 0)}")
+        print(f"  shipped rule: {script_accuracy(lines, _cjk_score(share, strokes, density) > 0)}")
         return
     rows = build(args.limit)
     real = pdf_rows(args.pdf)

@@ -67,6 +67,11 @@ CJK_CORE_SHARE = 0.65
 #: 0.6-0.7. Logistic fit on 6,456 lines labelled by their text layers (bench/calibrate_image.py --fit-script: 14
 #: Chinese and Japanese TeX manuals and 60 random TeX Live PDFs, none from a benchmark-corpus folder): CJK
 #: characters on CJK lines 56% -> 92%, other characters on Latin lines 90% -> 84%.
+#: The stroke score counts only on lines whose share exceeds CJK_MIN_SHARE: a CJK glyph fills its line's height
+#: (96% of the CJK characters of those documents sit on lines above 0.55), so a line whose ascenders and
+#: descenders stand well beyond its core is Latin whatever its strokes; without this, thin typewriter faces
+#: (Courier) read as CJK on most lines. With it: CJK characters on CJK lines 86%, others on Latin lines 86%.
+CJK_MIN_SHARE = 0.55
 CJK_STROKE_WEIGHT = 10.89
 CJK_DENSITY_WEIGHT = 30.00
 CJK_STROKE_BIAS = 9.56
@@ -76,12 +81,12 @@ CJK_STROKE_BIAS = 9.56
 #: which is what makes code, TeX sources and tables of contents cost two to three times prose per character.
 #: Fitted (least absolute relative error, `bench/calibrate_image.py --fit --pdf-tree ... --sample 550 --seed 13`)
 #: on 766 pages of 550 random TeX Live, R, Octave and gnuplot PDFs and two manuals nobody here wrote (none from a
-#: benchmark-corpus folder), truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 80% within
+#: benchmark-corpus folder), truth = DeepSeek tokenizer counts of each page's text layer: leave-one-out 81% within
 #: +-25%, against 74% for words + characters refitted on the same pages and 65% for the earlier estimator (0.59 x
 #: words + 0.122 x characters, fitted on the two manuals alone; bench/estimator_ab.py --rev b430c74). About one
 #: token a mark, as BPE has it. A word term adds nothing once marks are counted (fitted: -0.003 tokens a word).
-LATIN_TOKENS_PER_CHAR = 0.190
-LATIN_TOKENS_PER_MARK = 1.091
+LATIN_TOKENS_PER_CHAR = 0.191
+LATIN_TOKENS_PER_MARK = 1.102
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
@@ -395,10 +400,10 @@ def _occupied(key: np.ndarray, s: np.ndarray, mid: np.ndarray, y1: np.ndarray, h
 
 
 def _cjk_score(share: np.ndarray, strokes: np.ndarray, density: np.ndarray) -> np.ndarray:
-    """Per line, > 0 where it looks CJK: by its core share or by its stroke score (see CJK_STROKE_WEIGHT)."""
-    return np.maximum(
-        share - CJK_CORE_SHARE, CJK_STROKE_WEIGHT * strokes - CJK_DENSITY_WEIGHT * density - CJK_STROKE_BIAS
-    )
+    """Per line, > 0 where it looks CJK: by its core share, or by its stroke score where the share is not Latin
+    (see CJK_STROKE_WEIGHT and CJK_MIN_SHARE)."""
+    strokes_say = CJK_STROKE_WEIGHT * strokes - CJK_DENSITY_WEIGHT * density - CJK_STROKE_BIAS
+    return np.maximum(share - CJK_CORE_SHARE, np.where(share > CJK_MIN_SHARE, strokes_say, -np.inf))
 
 
 def estimate_image_array(gray: np.ndarray) -> TextEstimate:
