@@ -1,16 +1,18 @@
-"""Calibrate (or check) the image path of the text estimator on synthetic pages of known text.
+"""Calibrate (or check) the image path of the text estimator on pages of known text.
 
-Usage: python bench/calibrate_image.py [--fit] [--limit N] [--pdf FILE ...]
+Usage: python bench/calibrate_image.py [--fit | --fit-script] [--limit N] [--pdf FILE ...]
+       [--pdf-tree DIR --sample N --seed S --exclude-manifest manifest.jsonl] [--cjk-pdf FILE ...]
 
 Renders A4 pages (portrait and landscape, one and two columns, 6-12 pt) of text nobody on this project wrote:
 the licence texts in /usr/share/common-licenses (prose), docstrings and source code of the Python standard library
 (prose and code) and C headers from /usr/include (code), in Helvetica, Times, Courier and the Computer Modern,
-DejaVu Serif and DejaVu Sans Mono faces that matplotlib ships. Truth = the DeepSeek BPE count of each page's text
-layer. Prints the image estimate's error per page kind and overall; with --fit, the relative least-squares fit of
-the Latin token rates on the image features (words, characters, marks, narrow segments) with its leave-one-out error.
---pdf adds real PDFs with text layers (pages holding over 150 tokens) as a second set, reported and fitted apart
-(e.g. /usr/share/doc/libtasn1-doc/libtasn1.pdf and /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf).
-The benchmark corpus (bench/density.py) is never used here, so the corpus stays a held-out check.
+DejaVu Serif and DejaVu Sans Mono faces that matplotlib ships. --pdf and --pdf-tree add real PDFs with text layers
+(pages holding 150-8000 tokens; --sample random PDFs of a folder, 2 pages each, skipping folders that hold a
+benchmark-corpus source), --cjk-pdf Chinese/Japanese PDFs (4 pages each). Truth = the DeepSeek BPE count of each
+page's text layer. Prints the image estimate's error on each set; with --fit, the fit of the Latin token rates on
+the image features (words, characters, marks; least absolute relative error) with its leave-one-out error and its
+error on the other sets; with --fit-script, the logistic fit of the line script score on lines labelled by their
+text layers. The benchmark corpus (bench/density.py) is never used here, so the corpus stays a held-out check.
 """
 
 from __future__ import annotations
@@ -152,7 +154,6 @@ def features(page: pymupdf.Page) -> dict[str, float]:
         "est": est.tokens,
         "words": float(d["words"][lat].sum()) if d else 0.0,
         "chars": float(d["chars"][lat].sum()) if d else 0.0,
-        "narrow": float(d["narrow"][lat].sum()) if d else 0.0,
         "marks": float(d["marks"][lat].sum()) if d else 0.0,
         "cjk_chars": float(est.cjk_chars),
     }
@@ -393,7 +394,7 @@ def main() -> None:
         print(
             f"{r['name'][:24]:24} {r['kind']:5} {r['font']:9} {r['size']:2}pt {'L' if r['landscape'] else 'P'}{r['cols']} "
             f"truth {r['truth']:5} est {r['est']:6.0f} {e:+5.0%} words {r['words']:5.0f} chars {r['chars']:5.0f} "
-            f"narrow {r['narrow']:4.0f} marks {r['marks']:4.0f}"
+            f"marks {r['marks']:4.0f}"
         )
     print(f"current rates: char {LATIN_TOKENS_PER_CHAR}, mark {LATIN_TOKENS_PER_MARK}")
     for kind in ("prose", "code"):

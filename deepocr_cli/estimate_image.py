@@ -90,9 +90,6 @@ LATIN_TOKENS_PER_MARK = 1.102
 #: An ink gap wider than this share of the core height (x-height) is a word space: word spaces are 0.25-0.33 em
 #: (0.5-0.8 x-height) in text faces, gaps between letters of a word rarely 0.15 em.
 WORD_GAP_PER_CORE = 0.35
-#: An ink segment narrower than this share of the core height is a punctuation mark, a bracket or a lone
-#: stem-wide letter: code and formulas hold many, prose few.
-NARROW_PER_CORE = 0.4
 _MIN_WORD_GAP_PX = 1.5  # a 1-px gap in tiny print is anti-aliasing between letters, not a word space
 _MIN_CORE_PX = 3  # below this a fragment is noise, a dot or a hairline
 _MIN_DOTTED_CORE_PX = 2  # ... unless it is a row of three or more dots (leaders)
@@ -269,7 +266,7 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
             k: np.zeros(0)
             for k in (
                 "strip", "y0", "y1", "lo", "hi", "core", "height", "width", "inked", "density", "extent", "nseg",
-                "narrow", "wgaps", "first", "last", "strokes", "marks",
+                "wgaps", "first", "last", "strokes", "marks",
             )
         }
     strip = starts // (h + 2)
@@ -336,7 +333,6 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     spaces = np.bincount(grow, weights=np.where(gap <= 1.5 * gcore, gap, 0.5 * gcore), minlength=len(starts))
     extent = np.maximum(last - first, 1)
     nseg = np.bincount(row, minlength=len(starts))
-    narrow = np.bincount(row, weights=(s1 - s0) < NARROW_PER_CORE * core[row], minlength=len(starts))
     wgaps = np.bincount(grow, weights=gap > np.maximum(WORD_GAP_PER_CORE * gcore, _MIN_WORD_GAP_PX), minlength=len(starts))
     return {
         "strip": strip,
@@ -351,7 +347,6 @@ def _fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         "density": core_ink / np.maximum(core * extent, 1),
         "extent": extent.astype(np.float32),
         "nseg": nseg,
-        "narrow": narrow,
         "wgaps": wgaps,
         "first": first,
         "last": last,
@@ -420,7 +415,7 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
 
 def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     """The estimate and the per-fragment measures behind it (kept text fragments only: CJK or not, characters,
-    word starts, ink segments and narrow ones among them; strip and rows; line index), and per line the script
+    word starts, ink segments and marks among them; strip and rows; line index), and per line the script
     measures (core share, strokes per column, density), for bench/calibrate_image.py."""
     ink = _drop_lines(_binarize(gray))
     f = _fragments(ink)
@@ -524,7 +519,6 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
         "chars": chars_per_frag,
         "words": word_starts,
         "nseg": f["nseg"][keep],
-        "narrow": f["narrow"][keep],
         "marks": frag_marks,
         "strip": strip_k,
         "y0": y0,
