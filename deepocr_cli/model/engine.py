@@ -14,7 +14,7 @@ from PIL import Image
 from deepocr_cli import prompts
 from deepocr_cli.errors import OutOfResourcesError, UsageError
 from deepocr_cli.model.generation import GenerationOutput, NGramBlocker, generate_batch
-from deepocr_cli.model.image_processing import PreparedImage, prepare_image
+from deepocr_cli.model.image_processing import PreparedImage
 from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, load_checkpoint
 from deepocr_cli.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
@@ -165,7 +165,7 @@ class OcrEngine:
         tag: object = None,
     ) -> PreparedRequest:
         """Preprocess one image and build its prompt ids (CPU only; safe to call from worker threads)."""
-        prepared = prepare_image(image, Mode(mode), min_tiles, max_tiles)
+        prepared = self.model.prepare_image(image, Mode(mode), min_tiles, max_tiles)  # per model family
         return PreparedRequest(prepared, self.prompt_ids(prompt, prepared.num_embeddings), tag)
 
     # ----- memory planning -----

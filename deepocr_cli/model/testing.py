@@ -301,8 +301,13 @@ def write_random_checkpoint(
     seed: int = 0,
     script: str | None = None,
     prompts: Sequence[str] = tuple(prompt_strings.TASK_PROMPTS.values()),
+    family: str = "ocr1",
+    layout: str = "original",
 ) -> Path:
     """Write a random DeepSeek-OCR checkpoint folder in the official layout.
+
+    ``family="ocr2"`` writes DeepSeek-OCR-2 instead, in ``layout`` "original" (deepseek-ai names) or
+    "native" (transformers' names, fused experts); see :mod:`deepocr_cli.model.ocr2_testing`.
 
     Args:
         path: folder to create (or fill).
@@ -324,6 +329,14 @@ def write_random_checkpoint(
     from deepocr_cli.model.configuration import DeepOcrConfig
     from deepocr_cli.model.modeling import DeepOcrForCausalLM
 
+    if family == "ocr2":
+        from deepocr_cli.model.ocr2_testing import write_random_ocr2_checkpoint
+
+        return write_random_ocr2_checkpoint(
+            path, size=size, layout=layout, seed=seed, script=script, prompts=prompts
+        )
+    if family != "ocr1" or layout != "original":
+        raise ValueError(f"unknown checkpoint family/layout {family!r}/{layout!r}")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config = checkpoint_config(size)
