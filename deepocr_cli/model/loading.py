@@ -265,14 +265,15 @@ def load_state_streaming(
     sources = key_map(list(expected), list(found)) if key_map else {k: TensorSource(k) for k in expected}
     used = {s.key for s in sources.values()}
     unexpected = sorted(k for k in found if k not in used and not k.endswith(_IGNORED_SUFFIXES))
-    missing = sorted(k for k, s in sources.items() if s.key not in found)
+    missing = sorted({s.key if s.key == k else f"{s.key} (for {k})" for k, s in sources.items() if s.key not in found})
     mis_shaped = []
     for key, shape in expected.items():
         src = sources[key]
         if src.key in found:
             got = _source_shape(tuple(handles[found[src.key]].get_slice(src.key).get_shape()), src)
             if got != shape:
-                mis_shaped.append(f"{key} (checkpoint {src.key} {list(got)}, model {list(shape)})")
+                stored = "" if src.key == key else f"{src.key} "
+                mis_shaped.append(f"{key} (checkpoint {stored}{list(got)}, model {list(shape)})")
     if missing or unexpected or mis_shaped:
         parts = []
         for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
