@@ -21,7 +21,7 @@ from typing import Any
 from deepocr_cli import prompts, rates
 from deepocr_cli.discover import SkippedInput, SourceDoc, find_documents
 from deepocr_cli.errors import ExitCode, InputError, NoInputError, OutputError, UsageError
-from deepocr_cli.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
+from deepocr_cli.modes import Mode
 from deepocr_cli.options import AUTO, ConvertOptions
 from deepocr_cli.parse import Block, parse_grounded, strip_markup
 from deepocr_cli.render import DocumentReader, open_document, parse_page_ranges
@@ -287,6 +287,10 @@ class _Runner:
         self.model_info = {**model_info, "dtype": str(getattr(engine, "dtype", "")).replace("torch.", ""),
                            "device": str(getattr(engine, "device", ""))}
         self.settings = settings
+        from deepocr_cli.families import V1
+
+        #: geometry of the loaded model (modes are tile caps under DeepSeek-OCR-2)
+        self.family = getattr(engine, "family", V1)
         self.batch_size = options.batch_size or engine.suggested_batch_size(options.max_new_tokens)
         # One batch ahead plus a few pages: prepared Gundam pages are ~50 MB each in host memory.
         self.queue: queue.Queue = queue.Queue(maxsize=self.batch_size + 8)
@@ -396,20 +400,20 @@ class _Runner:
             if opt.mode == AUTO:
                 from deepocr_cli.planning import plan_page
 
-                est, choice = plan_page(reader, index, opt, image)
+                est, choice = plan_page(reader, index, opt, image, family=self.family)
                 mode = choice.mode
             else:
                 mode = Mode(opt.mode)
             if reader.kind == "pdf":
                 # Render once at the size of the mode an escalation could need, so a re-run needs no re-render.
                 size_mode = self._escalation_target(mode) or mode
-                image = reader.render(index, render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles))
+                image = reader.render(index, self.family.render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles))
             t1 = time.perf_counter()
             w, h = image.size
-            grid = grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
+            grid = self.family.grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
             page = PageResult(
                 index=index, width=w, height=h, mode=mode.value, grid=grid,
-                vision_tokens=vision_tokens(mode, grid), image_embeddings=image_embeddings(mode, grid),
+                vision_tokens=self.family.vision_tokens(mode, grid), image_embeddings=self.family.image_embeddings(mode, grid),
             )
             page.timing["render"] = round(t1 - t0, 4)
             if est is not None:
@@ -538,14 +542,14 @@ class _Runner:
         work, page, opt = req.work, req.work.page, self.opt
         attempt = work.attempts[-1]
         attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
-                       actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
+                       actual_ratio=round(res.generated_tokens / self.family.vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
         if self._should_escalate(work, res):
             up = self._escalation_target(Mode(attempt["mode"]))
             assert up is not None
             work.first = (res, page.mode, page.grid)
-            grid = grid_for(up, page.width, page.height, opt.min_tiles, opt.max_tiles)
+            grid = self.family.grid_for(up, page.width, page.height, opt.min_tiles, opt.max_tiles)
             page.mode, page.grid = up.value, grid
-            page.vision_tokens, page.image_embeddings = vision_tokens(up, grid), image_embeddings(up, grid)
+            page.vision_tokens, page.image_embeddings = self.family.vision_tokens(up, grid), self.family.image_embeddings(up, grid)
             self.internal.append(self._page_request(work, up, attempt=1))
             return
         first, work.first = work.first, None
@@ -553,7 +557,7 @@ class _Runner:
             # The escalated run looped where the first did not: keep the first attempt.
             res, mode, grid = first
             page.mode, page.grid = mode, grid
-            page.vision_tokens, page.image_embeddings = vision_tokens(Mode(mode), grid), image_embeddings(Mode(mode), grid)
+            page.vision_tokens, page.image_embeddings = self.family.vision_tokens(Mode(mode), grid), self.family.image_embeddings(Mode(mode), grid)
         page.raw_text, page.generated_tokens, page.truncated = res.text, res.generated_tokens, res.truncated
         if page.plan is not None:
             page.plan["attempts"] = work.attempts

@@ -13,7 +13,8 @@ from deepocr_cli.autoplan import ModeChoice, choose_mode
 from deepocr_cli.discover import find_documents
 from deepocr_cli.errors import InputError, NoInputError
 from deepocr_cli.estimate import TextEstimate, estimate_image, estimate_pdf_page
-from deepocr_cli.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
+from deepocr_cli.families import V1, ModelFamily, family_of
+from deepocr_cli.modes import MODE_ORDER, Mode
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.render import DocumentReader, open_document, parse_page_ranges
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
-              image: Image.Image | None = None) -> tuple[TextEstimate, ModeChoice]:
+              image: Image.Image | None = None, family: ModelFamily = V1) -> tuple[TextEstimate, ModeChoice]:
     """The auto-mode decision for one page; `convert --mode auto` and `plan` both use it, so plan predicts convert.
 
     Args:
@@ -29,6 +30,7 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
         index: 0-based page.
         options: max compression, mode bounds, tile bounds.
         image: the page already decoded (image files), to avoid decoding it twice.
+        family: the model's geometry (DeepSeek-OCR-2: modes are tile caps).
     """
     if reader.kind == "pdf":
         est = estimate_pdf_page(reader.pdf_page(index))
@@ -36,12 +38,13 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
         est = estimate_image(image if image is not None else reader.render(index))
     w, h = reader.page_size(index)
     choice = choose_mode(est, w, h, max_compression=options.max_compression, min_mode=Mode(options.min_mode),
-                         max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles)
+                         max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles,
+                         family=family)
     return est, choice
 
 
 def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_tiles: int = 2,
-                      max_tiles: int = 6) -> int:
+                      max_tiles: int = 6, family: ModelFamily = V1) -> int:
     """Vision tokens a fixed mode gives a page, on the image convert would feed the model.
 
     Args:
@@ -51,10 +54,11 @@ def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_ti
         mode: the fixed mode.
         min_tiles: Gundam tile bounds.
         max_tiles: Gundam tile bounds.
+        family: the model's geometry.
     """
     if kind == "pdf":
-        width, height = render_size(mode, width, height, min_tiles, max_tiles)
-    return vision_tokens(mode, grid_for(mode, round(width), round(height), min_tiles, max_tiles))
+        width, height = family.render_size(mode, width, height, min_tiles, max_tiles)
+    return family.vision_tokens(mode, family.grid_for(mode, round(width), round(height), min_tiles, max_tiles))
 
 
 def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
@@ -64,6 +68,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
     if not docs:
         raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
     files: list[dict] = [{"source": str(s.path), "error": s.reason, "pages": []} for s in skipped]
+    family = family_of(options.model)
     totals = {"pages": 0, "auto": 0, **{m.value: 0 for m in MODE_ORDER}, "estimate_ms": 0.0}
     for src in docs:
         entry: dict = {"source": str(src.path), "error": None, "pages": []}
@@ -74,7 +79,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
                           else range(reader.page_count))
                 for i in wanted:
                     t0 = time.perf_counter()
-                    est, choice = plan_page(reader, i, options)
+                    est, choice = plan_page(reader, i, options, family=family)
                     ms = (time.perf_counter() - t0) * 1000
                     entry["pages"].append({"page": i + 1, "estimate": est.to_json(), **choice.to_json(),
                                            "estimate_ms": round(ms, 2)})
@@ -84,12 +89,12 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
                     w, h = reader.page_size(i)
                     for m in MODE_ORDER:
                         totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
-                                                             options.max_tiles)
+                                                             options.max_tiles, family)
         except (InputError, ValueError) as e:
             entry["error"] = str(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
-    return {"max_compression": options.max_compression, "files": files,
+    return {"max_compression": options.max_compression, "model_family": family.name, "files": files,
             "vision_tokens": {k: totals[k] for k in modes}, "totals": totals,
             "estimated_seconds": _estimate_seconds(files, options.model)}
 
@@ -117,7 +122,8 @@ def render_plan_table(result: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"auto plan (max compression {result['max_compression']}x)")
+    family = result.get("model_family", V1.name)
+    table = Table(title=f"auto plan for {family} (max compression {result['max_compression']}x)")
     for col in ("file", "page", "source", "est. tokens", "mode", "vision tokens", "pred. ratio", "reason"):
         table.add_column(col, justify="right" if col in ("page", "est. tokens", "vision tokens", "pred. ratio") else "left")
     for f in result["files"]:
@@ -129,7 +135,8 @@ def render_plan_table(result: dict) -> None:
                           f"{p['predicted_ratio']:.1f}x", p.get("reason", ""))
     console.print(table)
     vt = result["vision_tokens"]
-    totals = Table(title="totals: auto vs fixed modes")
+    totals = Table(title="totals: auto vs fixed modes" + (
+        " (DeepSeek-OCR-2: tiny..gundam = tile cap 0/2/3/4/--max-tiles)" if family != V1.name else ""))
     totals.add_column("")
     for k in vt:
         totals.add_column(k, justify="right")

@@ -15,7 +15,7 @@ from deepocr_cli import prompts
 from deepocr_cli.errors import OutOfResourcesError, UsageError
 from deepocr_cli.model.generation import GenerationOutput, NGramBlocker, generate_batch
 from deepocr_cli.model.image_processing import PreparedImage
-from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, load_checkpoint
+from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, family_of_config, load_checkpoint
 from deepocr_cli.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,8 @@ class OcrEngine:
         self.dtype = checkpoint.dtype
         self.memory_budget_bytes = memory_budget_bytes
         self.stats = EngineStats()
+        #: page geometry and token counts of the loaded model (DeepSeek-OCR or DeepSeek-OCR-2)
+        self.family = family_of_config(checkpoint.config)
 
     # ----- preparation (CPU only) -----
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from deepocr_cli.errors import CheckpointError, ModelError
+from deepocr_cli.families import OCR2, V1, ModelFamily
 from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.ocr2_config import DeepOcr2Config, is_ocr2_config
 from deepocr_cli.model.ocr2_layout import TensorSource, sources_for
@@ -290,6 +291,11 @@ def load_state_streaming(
     leftover = [n for n, b in model.named_buffers() if b.is_meta]
     if leftover:
         raise CheckpointError(f"model buffers not initialised by the checkpoint: {', '.join(leftover)}")
+
+
+def family_of_config(config: DeepOcrConfig | DeepOcr2Config) -> ModelFamily:
+    """The geometry family of a parsed configuration."""
+    return OCR2 if isinstance(config, DeepOcr2Config) else V1
 
 
 def read_model_config(path: Path) -> DeepOcrConfig | DeepOcr2Config:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from deepocr_cli.errors import CheckpointError
+from deepocr_cli.families import config_is_ocr2
 from deepocr_cli.model.configuration import DecoderConfig, _parse_decoder, _parse_tower
 from deepocr_cli.model.vision import SamConfig
 
@@ -123,19 +124,7 @@ class DeepOcr2Config:
 
 def is_ocr2_config(data: dict[str, Any]) -> bool:
     """Whether a parsed config.json describes DeepSeek-OCR-2 (either layout)."""
-    if data.get("model_type") == "deepseek_ocr2":
-        return True
-    vision = data.get("vision_config")
-    archs = data.get("architectures") or []
-    return (
-        any("OCR2" in str(a) for a in archs)
-        or (isinstance(vision, dict) and vision.get("model_name") == "deepencoderv2")
-        or (
-            isinstance(vision, dict)
-            and isinstance(vision.get("width"), dict)
-            and QWEN2_KEY in vision["width"]
-        )
-    )
+    return config_is_ocr2(data)
 
 
 def _parse_original(data: dict[str, Any]) -> DeepOcr2Config:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from deepocr_cli.families import OCR2
 from deepocr_cli.model.decoder import DeepOcrTextModel
 from deepocr_cli.model.image_processing import PreparedImage, prepare_image_ocr2
 from deepocr_cli.model.modeling import DeepOcrForCausalLM
@@ -49,9 +50,8 @@ class DeepOcr2ForCausalLM(DeepOcrForCausalLM):
     def prepare_image(
         image: Image.Image, mode: Mode, min_tiles: int = 2, max_tiles: int = OCR2_MAX_TILES
     ) -> PreparedImage:
-        """OCR-2 preprocessing; ``mode`` is ignored (one dynamic mode), ``max_tiles`` is the budget."""
-        del mode
-        return prepare_image_ocr2(image, max_tiles=max_tiles, min_tiles=min_tiles)
+        """OCR-2 preprocessing; ``mode`` only sets the tile cap (see :mod:`deepocr_cli.families`)."""
+        return prepare_image_ocr2(image, max_tiles=OCR2.tile_cap(mode, max_tiles), min_tiles=min_tiles)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[PreparedImage]) -> list[torch.Tensor]:

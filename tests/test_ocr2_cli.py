@@ -1,0 +1,114 @@
+"""DeepSeek-OCR-2 through the CLI: `convert`, `plan` and `infer` with random OCR-2 checkpoints (both layouts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deepocr_cli.cli import app
+from deepocr_cli.families import OCR2, V1, family_of
+from deepocr_cli.model.ocr2_config import NATIVE, ORIGINAL
+from deepocr_cli.sample_docs import make_sample_docs
+from tests.conftest import SCRIPT
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ocr2_scripted(tmp_path_factory) -> Path:
+    from deepocr_cli.model import write_random_checkpoint
+
+    return write_random_checkpoint(
+        tmp_path_factory.mktemp("ocr2-scripted"), family="ocr2", layout=NATIVE, seed=1, script=SCRIPT
+    )
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    make_sample_docs(folder)
+    return folder
+
+
+def test_family_of_folders_and_names(ocr2_scripted, random_checkpoint):
+    assert family_of(str(ocr2_scripted)) is OCR2
+    assert family_of(str(random_checkpoint)) is V1
+    assert family_of("deepseek-ai/DeepSeek-OCR-2") is OCR2  # not cached: the name decides
+    assert family_of("deepseek-ai/DeepSeek-OCR") is V1
+
+
+def test_convert_sample_docs_with_ocr2(ocr2_scripted, samples, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(samples),
+            "--model",
+            str(ocr2_scripted),
+            "-o",
+            str(out),
+            "--max-new-tokens",
+            "40",
+            "--json",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    jsons = sorted(out.rglob("*.json"))
+    assert jsons and sorted(out.rglob("*.md"))
+    allowed = {256 + 144 * k for k in (0, 2, 3, 4, 5, 6)}
+    for path in jsons:
+        doc = json.loads(path.read_text())
+        for page in doc["pages"]:
+            assert page["error"] is None
+            assert page["vision_tokens"] in allowed
+            assert page["image_embeddings"] == page["vision_tokens"] + 1
+            assert "Hello deepocr" in page["blocks"][-1]["content"]
+
+
+def test_fixed_gundam_is_the_official_dynamic_mode(ocr2_scripted, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (1000, 1500), "white").save(tmp_path / "p.png")
+    res = runner.invoke(
+        app, ["convert", str(tmp_path / "p.png"), "--model", str(ocr2_scripted), "--mode", "gundam", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    page = json.loads((tmp_path / "p.json").read_text())["pages"][0]
+    assert (
+        page["grid"] == [2, 3] and page["vision_tokens"] == 256 + 6 * 144 and page["image_embeddings"] == 1121
+    )
+
+
+def test_plan_shows_ocr2_tokens_and_convert_follows_it(ocr2_scripted, samples, tmp_path):
+    res = runner.invoke(app, ["plan", str(samples), "--model", str(ocr2_scripted), "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    assert plan["model_family"] == "deepseek-ocr-2"
+    vt = plan["vision_tokens"]
+    assert vt["tiny"] == 256 * plan["totals"]["pages"]  # tiny = global view only
+    assert vt["auto"] <= vt["gundam"]
+    assert all(v % 16 == 0 for v in vt.values())  # 256 + 144 k: never a v1 count such as 100 or 64
+    res = runner.invoke(app, ["plan", str(samples), "--model", str(ocr2_scripted)])
+    assert res.exit_code == 0 and "deepseek-ocr-2" in res.output
+
+
+@pytest.mark.parametrize("layout", [ORIGINAL, NATIVE])
+def test_infer_both_layouts(layout, tmp_path):
+    from PIL import Image
+
+    from deepocr_cli.model import write_random_checkpoint
+
+    ckpt = write_random_checkpoint(tmp_path / layout, family="ocr2", layout=layout, seed=1, script=SCRIPT)
+    Image.new("RGB", (1400, 700), "white").save(tmp_path / "p.png")
+    res = runner.invoke(
+        app, ["infer", str(tmp_path / "p.png"), "--model", str(ckpt), "--json", "--max-new-tokens", "40"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["num_vision_tokens"] == 256 + 144 * 2 + 1 and out["grid"] == [2, 1]  # gundam: up to 6 tiles
+    assert out["text"].endswith("# Hello deepocr")
