@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deepocr_cli.cli import app
-from deepocr_cli.families import OCR2, V1, family_of
 from deepocr_cli.model.ocr2_config import NATIVE, ORIGINAL
+from deepocr_cli.planning.families import OCR2, V1, family_of
 from deepocr_cli.sample_docs import make_sample_docs
 from tests.conftest import SCRIPT
 

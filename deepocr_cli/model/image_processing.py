@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 from deepocr_cli.errors import InputError
-from deepocr_cli.modes import (
+from deepocr_cli.planning.modes import (
     DEFAULT_MAX_TILES,
     DEFAULT_MIN_TILES,
     GUNDAM_TILE,
@@ -253,7 +253,7 @@ def prepare_image_ocr2(
     Raises:
         InputError: the image is empty or its mode cannot be converted.
     """
-    from deepocr_cli.ocr2_geometry import OCR2_BASE, OCR2_TILE, ocr2_embeddings, ocr2_grid
+    from deepocr_cli.planning.ocr2_geometry import OCR2_BASE, OCR2_TILE, ocr2_embeddings, ocr2_grid
 
     rgb = to_rgb(image)
     if rgb.width <= 0 or rgb.height <= 0:

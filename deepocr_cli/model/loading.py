@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from deepocr_cli.errors import CheckpointError, ModelError
-from deepocr_cli.families import OCR2, V1, ModelFamily
 from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.ocr2_config import DeepOcr2Config, is_ocr2_config
 from deepocr_cli.model.ocr2_layout import TensorSource, sources_for
+from deepocr_cli.planning.families import OCR2, V1, ModelFamily
 
 log = logging.getLogger(__name__)
 

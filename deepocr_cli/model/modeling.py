@@ -13,7 +13,7 @@ from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.decoder import DeepOcrTextModel, KVCache
 from deepocr_cli.model.image_processing import PreparedImage, prepare_image
 from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, DeepOcrSamEncoder, embed_images
-from deepocr_cli.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
+from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)
 

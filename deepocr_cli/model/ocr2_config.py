@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from deepocr_cli.errors import CheckpointError
-from deepocr_cli.families import config_is_ocr2
 from deepocr_cli.model.configuration import DecoderConfig, _parse_decoder, _parse_tower
 from deepocr_cli.model.vision import SamConfig
+from deepocr_cli.planning.families import config_is_ocr2
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepocr_cli.families import OCR2
 from deepocr_cli.model.decoder import DeepOcrTextModel
 from deepocr_cli.model.image_processing import PreparedImage, prepare_image_ocr2
 from deepocr_cli.model.modeling import DeepOcrForCausalLM
 from deepocr_cli.model.ocr2_config import DeepOcr2Config
 from deepocr_cli.model.ocr2_encoder import DeepOcr2Encoder, embed_images_ocr2
 from deepocr_cli.model.vision import DeepOcrProjector, DeepOcrSamEncoder
-from deepocr_cli.modes import Mode
-from deepocr_cli.ocr2_geometry import OCR2_MAX_TILES
+from deepocr_cli.planning.families import OCR2
+from deepocr_cli.planning.modes import Mode
+from deepocr_cli.planning.ocr2_geometry import OCR2_MAX_TILES
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DeepOcr2ForCausalLM(DeepOcrForCausalLM):
     def prepare_image(
         image: Image.Image, mode: Mode, min_tiles: int = 2, max_tiles: int = OCR2_MAX_TILES
     ) -> PreparedImage:
-        """OCR-2 preprocessing; ``mode`` only sets the tile cap (see :mod:`deepocr_cli.families`)."""
+        """OCR-2 preprocessing; ``mode`` only sets the tile cap (see :mod:`deepocr_cli.planning.families`)."""
         return prepare_image_ocr2(image, max_tiles=OCR2.tile_cap(mode, max_tiles), min_tiles=min_tiles)
 
     @torch.no_grad()

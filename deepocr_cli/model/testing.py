@@ -304,10 +304,7 @@ def write_random_checkpoint(
     family: str = "ocr1",
     layout: str = "original",
 ) -> Path:
-    """Write a random DeepSeek-OCR checkpoint folder in the official layout.
-
-    ``family="ocr2"`` writes DeepSeek-OCR-2 instead, in ``layout`` "original" (deepseek-ai names) or
-    "native" (transformers' names, fused experts); see :mod:`deepocr_cli.model.ocr2_testing`.
+    """Write a random DeepSeek-OCR checkpoint folder (``family="ocr2"``: OCR-2 in ``layout``, see ocr2_testing).
 
     Args:
         path: folder to create (or fill).
@@ -330,11 +327,9 @@ def write_random_checkpoint(
     from deepocr_cli.model.modeling import DeepOcrForCausalLM
 
     if family == "ocr2":
-        from deepocr_cli.model.ocr2_testing import write_random_ocr2_checkpoint
+        from deepocr_cli.model.ocr2_testing import write_random_ocr2_checkpoint as write_ocr2
 
-        return write_random_ocr2_checkpoint(
-            path, size=size, layout=layout, seed=seed, script=script, prompts=prompts
-        )
+        return write_ocr2(path, size=size, layout=layout, seed=seed, script=script, prompts=prompts)
     if family != "ocr1" or layout != "original":
         raise ValueError(f"unknown checkpoint family/layout {family!r}/{layout!r}")
     folder = Path(path)

@@ -17,7 +17,7 @@ from deepocr_cli.model.ocr2_encoder import DeepOcr2Encoder, hybrid_mask
 from deepocr_cli.model.ocr2_layout import native_key, original_key
 from deepocr_cli.model.ocr2_testing import ocr2_checkpoint_config, write_random_ocr2_checkpoint
 from deepocr_cli.model.testing import checkpoint_config
-from deepocr_cli.ocr2_geometry import ocr2_embeddings, ocr2_grid, ocr2_render_size
+from deepocr_cli.planning.ocr2_geometry import ocr2_embeddings, ocr2_grid, ocr2_render_size
 
 
 def test_full_original_config_is_the_released_geometry():

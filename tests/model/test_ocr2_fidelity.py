@@ -10,7 +10,7 @@ from deepocr_cli import prompts
 from deepocr_cli.model import write_random_checkpoint
 from deepocr_cli.model.engine import NGramConfig, OcrEngine
 from deepocr_cli.model.loading import load_checkpoint
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning.modes import Mode
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("transformers.models.deepseek_ocr2")

@@ -17,9 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli import modes as v1
-from deepocr_cli import ocr2_geometry as g2
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning import modes as v1
+from deepocr_cli.planning import ocr2_geometry as g2
+from deepocr_cli.planning.modes import Mode
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class V1Family:
         self, mode: Mode, width: float, height: float, min_text_height: float, grid: tuple[int, int]
     ) -> float:
         """Height in model pixels of the page's smallest text (see autoplan.text_px)."""
-        from deepocr_cli.autoplan import text_px
+        from deepocr_cli.planning.autoplan import text_px
 
         return text_px(mode, width, height, min_text_height, grid)
 

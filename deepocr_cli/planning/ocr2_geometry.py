@@ -10,7 +10,7 @@ The per-page budget is a tile cap: ``max_tiles`` 0 keeps only the global view (2
 
 from __future__ import annotations
 
-from deepocr_cli.modes import tile_grid
+from deepocr_cli.planning.modes import tile_grid
 
 #: Global-view side and tile side of the released model.
 OCR2_BASE = 1024
