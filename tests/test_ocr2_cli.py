@@ -112,3 +112,36 @@ def test_infer_both_layouts(layout, tmp_path):
     out = json.loads(res.output)
     assert out["num_vision_tokens"] == 256 + 144 * 2 + 1 and out["grid"] == [2, 1]  # gundam: up to 6 tiles
     assert out["text"].endswith("# Hello deepocr")
+
+
+def test_image_documents_get_the_ocr2_image_runner_window(
+    ocr2_scripted, random_checkpoint, tmp_path, monkeypatch
+):
+    """Official OCR-2 runners: n-gram window 90 for images, 50 for PDFs (v1: 50 for both)."""
+    import pymupdf
+    from PIL import Image
+
+    from deepocr_cli.model.engine import OcrEngine
+    from deepocr_cli.options import ConvertOptions
+    from deepocr_cli.run.convert import convert
+
+    seen: list[tuple[int, int]] = []
+    generate = OcrEngine.generate
+
+    def spy(self, requests, *args, **kwargs):
+        seen.append((len(requests), kwargs["ngram"].window))
+        return generate(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(OcrEngine, "generate", spy)
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 100), "A title")
+    doc.save(tmp_path / "a.pdf")
+    Image.new("RGB", (500, 400), "white").save(tmp_path / "b.png")
+    opts = {"mode": "gundam", "deep": False, "max_new_tokens": 40, "batch_size": 4}
+    assert convert([tmp_path], ConvertOptions(model=str(ocr2_scripted), **opts)).exit_code == 0
+    assert sorted(seen) == [(1, 50), (1, 90)]
+    seen.clear()
+    convert(
+        [tmp_path], ConvertOptions(model=str(random_checkpoint), force=True, **{**opts, "max_new_tokens": 2})
+    )
+    assert {w for _, w in seen} == {50}

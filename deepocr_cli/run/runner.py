@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
+from deepocr_cli.inputs.discover import DocKind
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
 from deepocr_cli.outputs.results import PageError, PageResult
@@ -47,6 +48,15 @@ class Runner:
         from deepocr_cli.model import NGramConfig
 
         self.ngram = NGramConfig(size=options.ngram_size, window=options.ngram_window, enabled=options.ngram_size > 0)
+        # The official OCR-2 image runner blocks repeats over a 90-token window (PDFs: 50, as v1); applied
+        # to image documents when the window was left at its default.
+        image_window = getattr(self.ctx.family, "image_ngram_window", None)
+        default_window = options.ngram_window == ConvertOptions.__dataclass_fields__["ngram_window"].default
+        self.image_ngram = (
+            NGramConfig(size=options.ngram_size, window=image_window, enabled=options.ngram_size > 0)
+            if image_window and default_window
+            else self.ngram
+        )
 
     def run(self, docs: list[Doc]) -> None:
         """Convert the documents; on interrupt, finished pages stay recorded and locks are released."""
@@ -129,10 +139,19 @@ class Runner:
 
     def _run_batch(self, batch: list[Request]) -> None:
         t0 = time.perf_counter()
-        results = self.ctx.engine.generate(
-            [r.prepared for r in batch], max_new_tokens=self.ctx.options.max_new_tokens,
-            batch_size=self.ctx.options.batch_size, ngram=self.ngram,
-        )
+        # One generate call per n-gram rule: image documents may use their own window (see __init__).
+        images = [r.work.doc.src.kind == DocKind.IMAGE and self.image_ngram is not self.ngram for r in batch]
+        results: list[Any] = [None] * len(batch)
+        for rule, want in ((self.ngram, False), (self.image_ngram, True)):
+            indices = [i for i, is_image in enumerate(images) if is_image == want]
+            if not indices:
+                continue
+            out = self.ctx.engine.generate(
+                [batch[i].prepared for i in indices], max_new_tokens=self.ctx.options.max_new_tokens,
+                batch_size=self.ctx.options.batch_size, ngram=rule,
+            )
+            for i, res in zip(indices, out, strict=True):
+                results[i] = res
         share = (time.perf_counter() - t0) / len(batch)
         for req, res in zip(batch, results, strict=True):
             req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
