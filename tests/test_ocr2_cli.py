@@ -145,3 +145,25 @@ def test_image_documents_get_the_ocr2_image_runner_window(
         [tmp_path], ConvertOptions(model=str(random_checkpoint), force=True, **{**opts, "max_new_tokens": 2})
     )
     assert {w for _, w in seen} == {50}
+
+
+def test_auto_budget_escalates_one_cap_up(tmp_path):
+    """A truncated page planned at the global view only is rerun with up to 2 tiles (OCR-2's next budget)."""
+    import pymupdf
+
+    from deepocr_cli.model import write_random_checkpoint
+    from deepocr_cli.options import ConvertOptions
+    from deepocr_cli.run.convert import convert
+
+    ckpt = write_random_checkpoint(tmp_path / "ckpt", family="ocr2", layout=ORIGINAL, seed=0)  # never stops
+    doc = pymupdf.open()
+    doc.new_page(width=595, height=842).insert_text((72, 100), "A short slide title", fontsize=28)
+    doc.save(tmp_path / "slide.pdf")
+    report = convert([tmp_path / "slide.pdf"], ConvertOptions(model=str(ckpt), max_new_tokens=5, deep=False))
+    assert report.exit_code == 3  # truncated even after escalation
+    page = json.loads((tmp_path / "slide.json").read_text())["pages"][0]
+    first, second = page["plan"]["attempts"]
+    assert first["mode"] == "tiny" and first["truncated"] and second["mode"] == "small"
+    assert (
+        page["grid"] == [1, 2] and page["vision_tokens"] == 256 + 2 * 144 and page["image_embeddings"] == 545
+    )
