@@ -236,6 +236,7 @@ def prepare_image_ocr2(
     image: Image.Image,
     max_tiles: int = 6,
     min_tiles: int = 2,
+    mode: Mode = Mode.GUNDAM,
 ) -> PreparedImage:
     """Build DeepSeek-OCR-2 encoder inputs, pixel for pixel as the original code does (facts §8.2).
 
@@ -247,8 +248,8 @@ def prepare_image_ocr2(
     global view (the per-page budget of auto mode).
 
     Returns:
-        The prepared tensors; ``mode`` is Gundam (OCR-2's single dynamic mode) and
-        ``num_embeddings`` is 256 + 144*k + 1.
+        The prepared tensors, labelled with ``mode`` (under OCR-2 a mode only names the tile cap the
+        caller derived ``max_tiles`` from); ``num_embeddings`` is 256 + 144*k + 1.
 
     Raises:
         InputError: the image is empty or its mode cannot be converted.
@@ -261,7 +262,7 @@ def prepare_image_ocr2(
     grid = ocr2_grid(rgb.width, rgb.height, max_tiles, min_tiles)
     tiles = stretched_tiles(rgb, grid, OCR2_TILE) if grid[0] * grid[1] > 1 else None
     return PreparedImage(
-        mode=Mode.GUNDAM,
+        mode=Mode(mode),
         grid=grid,
         global_view=padded_view(rgb, OCR2_BASE),
         tiles=tiles,

@@ -51,7 +51,7 @@ class DeepOcr2ForCausalLM(DeepOcrForCausalLM):
         image: Image.Image, mode: Mode, min_tiles: int = 2, max_tiles: int = OCR2_MAX_TILES
     ) -> PreparedImage:
         """OCR-2 preprocessing; ``mode`` only sets the tile cap (see :mod:`deepocr_cli.planning.families`)."""
-        return prepare_image_ocr2(image, max_tiles=OCR2.tile_cap(mode, max_tiles), min_tiles=min_tiles)
+        return prepare_image_ocr2(image, OCR2.tile_cap(mode, max_tiles), min_tiles, Mode(mode))
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[PreparedImage]) -> list[torch.Tensor]:
