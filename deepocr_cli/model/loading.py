@@ -323,7 +323,7 @@ def load_checkpoint(
     """Load config, tokenizer and weights of a DeepSeek-OCR checkpoint.
 
     Args:
-        model: a local folder in the official layout or a hub id.
+        model: a local folder or a hub id: DeepSeek-OCR, or DeepSeek-OCR-2 in its original or native layout.
         revision: hub revision (branch, tag or commit); ignored for folders.
         device: "auto" (cuda > mps > cpu) or a torch device string.
         dtype: compute dtype; default bf16 on CUDA, fp32 elsewhere.

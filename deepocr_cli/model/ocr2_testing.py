@@ -151,33 +151,26 @@ def _init(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
 
 
 def _native_plan(shapes: dict[str, tuple]) -> tuple[dict[str, tuple], dict[str, list[str]]]:
-    """Native file order and shapes, and for each fused tensor the original keys it stacks (in order)."""
-    native_shapes: dict[str, tuple] = {}
+    """Native file order and shapes, and for each fused tensor the original keys it stacks (in order).
+
+    A fused tensor is written when its last piece (the layer's last expert's up or down weight) is drawn.
+    """
     parts: dict[str, list[str]] = {}
-    pending: dict[str, list[str]] = {}
+    for name in shapes:
+        src = native_key(name)
+        if src.expert is not None:
+            parts.setdefault(src.key, []).append(name)
+    last_piece = {pieces[-1]: key for key, pieces in parts.items()}
+    ordered: dict[str, tuple] = {}
     for name, (dtype, shape) in shapes.items():
         src = native_key(name)
         if src.expert is None:
-            native_shapes[src.key] = (dtype, shape)
-            continue
-        pending.setdefault(src.key, []).append(name)
-        parts.setdefault(src.key, []).append(name)
-    # a fused tensor is written once all its pieces are drawn: after the layer's last expert key
-    ordered: dict[str, tuple] = {}
-    emitted: set[str] = set()
-    last_piece = {pieces[-1]: key for key, pieces in parts.items()}
-    for name, (dtype, _shape) in shapes.items():
-        src = native_key(name)
-        if src.expert is None:
-            ordered[src.key] = native_shapes[src.key]
-        elif name in last_piece and last_piece[name] not in emitted:
+            ordered[src.key] = (dtype, shape)
+        elif name in last_piece:
             key = last_piece[name]
-            emitted.add(key)
-            pieces = parts[key]
-            experts = 1 + max(int(_EXPERT.match(p).group(2)) for p in pieces)  # type: ignore[union-attr]
-            one = shapes[pieces[0]][1]
-            rows = one[0] * (2 if key.endswith("gate_up_proj") else 1)
-            ordered[key] = (dtype, (experts, rows, one[1]))
+            rows, cols = shapes[parts[key][0]][1]
+            experts = len({int(_EXPERT.match(p).group(2)) for p in parts[key]})  # type: ignore[union-attr]
+            ordered[key] = (dtype, (experts, rows * (2 if key.endswith("gate_up_proj") else 1), cols))
     return ordered, parts
 
 
