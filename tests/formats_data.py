@@ -14,9 +14,9 @@ from golden import raw
 from PIL import Image
 
 from deepocr_cli.outputs.lines import is_wide
-from deepocr_cli.parse import parse_grounded
-from deepocr_cli.results import DocResult, PageError, PageResult
-from deepocr_cli.write import output_paths
+from deepocr_cli.outputs.parse import parse_grounded
+from deepocr_cli.outputs.paths import output_paths
+from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 
 #: A4 in points, rendered at 144 dpi as the pipeline does.
 A4 = (595.0, 842.0)

@@ -8,8 +8,8 @@ import pytest
 from formats_data import doc_result, make_scan_pdf, normalise, paths_for
 
 from deepocr_cli.outputs.alto import ESTIMATE_NOTE, render_alto
+from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.lines import block_text, page_text
-from deepocr_cli.write import render_json
 
 etree = pytest.importorskip("lxml.etree")
 

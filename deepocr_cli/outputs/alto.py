@@ -14,9 +14,9 @@ from xml.etree import ElementTree as ET
 
 from deepocr_cli import __version__
 from deepocr_cli.outputs.lines import FBox, Line, block_boxes, block_text, layout_lines
-from deepocr_cli.parse import Block
-from deepocr_cli.results import DocResult, PageResult
-from deepocr_cli.write import OutputPaths
+from deepocr_cli.outputs.parse import Block
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def _block(space: ET.Element, page: PageResult, block: Block, order: list[str]) 
 
 def _page_dpi(result: DocResult) -> dict[int, float]:
     """Resolution of each converted PDF page as rendered (pixels per inch of the page); empty for images."""
-    from deepocr_cli.discover import DocKind
-    from deepocr_cli.render import open_document
+    from deepocr_cli.inputs.discover import DocKind
+    from deepocr_cli.inputs.render import open_document
 
     try:
         with open_document(result.source) as reader:

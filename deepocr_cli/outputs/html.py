@@ -19,9 +19,10 @@ import logging
 import re
 from html.parser import HTMLParser
 
-from deepocr_cli.parse import Block
-from deepocr_cli.results import DocResult, PageResult
-from deepocr_cli.write import OutputPaths, render_markdown
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.parse import Block
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ LABEL_COLOURS = {
     "equation": "#e377c2", "list": "#7f7f7f",
 }  # fmt: skip
 _ALLOWED = frozenset(
-    "p h1 h2 h3 h4 h5 h6 ul ol li table thead tbody tr td th em strong code pre blockquote br hr sub sup "
-    "span div b i u s del".split()
+    ["p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "table", "thead", "tbody", "tr", "td", "th", "em", "strong", "code", "pre", "blockquote", "br", "hr", "sub", "sup", "span", "div", "b", "i", "u", "s", "del"]
 )
 _VOID = frozenset({"br", "hr"})
 _DROP_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "template", "svg", "math"})
@@ -236,7 +236,7 @@ def render_html(result: DocResult, paths: OutputPaths) -> bytes:
         UTF-8 HTML bytes.
     """
     del paths
-    from deepocr_cli.render import open_document
+    from deepocr_cli.inputs.render import open_document
 
     try:
         reader = open_document(result.source)

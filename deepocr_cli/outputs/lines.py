@@ -14,8 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from deepocr_cli.parse import Block
-from deepocr_cli.results import PageResult
+from deepocr_cli.outputs.parse import Block
+from deepocr_cli.outputs.results import PageResult
 
 FBox = tuple[float, float, float, float]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pymupdf
 from PIL import Image, ImageOps
 
-from deepocr_cli.discover import DocKind, sniff_kind
 from deepocr_cli.errors import InputError
+from deepocr_cli.inputs.discover import DocKind, sniff_kind
+from deepocr_cli.inputs.render import to_rgb
 from deepocr_cli.outputs.lines import char_em, page_lines
-from deepocr_cli.render import to_rgb
-from deepocr_cli.results import DocResult, PageResult
-from deepocr_cli.write import OutputPaths
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from deepocr_cli.outputs.lines import page_text
-from deepocr_cli.results import DocResult
-from deepocr_cli.write import OutputPaths
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult
 
 #: Page separator, as pdftotext writes it; ``text.split(PAGE_BREAK)`` gives one string per converted page.
 PAGE_BREAK = "\f"
