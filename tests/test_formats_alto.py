@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 from formats_data import doc_result, make_scan_pdf, normalise, paths_for
+from lxml import etree
 
 from deepocr_cli.outputs.alto import ESTIMATE_NOTE, render_alto
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.lines import block_text, page_text
-
-etree = pytest.importorskip("lxml.etree")
 
 SCHEMA_DIR = Path(__file__).parent / "data" / "alto"
 NS = {"a": "http://www.loc.gov/standards/alto/ns-v4#"}

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 from formats_data import doc_result, make_scan_pdf, need_tool, paths_for
+from lxml import html as lxml_html
 from PIL import Image
 
 from deepocr_cli.outputs.html import label_colour, page_flags, render_html, repetition_loop, sanitize
 from deepocr_cli.outputs.lines import page_text
 from deepocr_cli.outputs.txt import PAGE_BREAK, render_txt
-
-etree = pytest.importorskip("lxml.etree")
-lxml_html = pytest.importorskip("lxml.html")
 
 RAWS = ["paper_two_column.txt", "cjk.txt", "table_page.txt"]
 
