@@ -161,3 +161,19 @@ def test_a_real_sample_document_keeps_its_own_text_and_gains_the_layer(tmp_path:
     doc = pymupdf.open("pdf", render_pdf(doc_result(source, RAWS[:1]), paths_for(source)))
     text = doc[0].get_text()
     assert text.startswith(before) and "Ada Lovelace" in text[len(before) :]
+
+
+def test_contents_given_as_an_indirect_array_are_spliced(tmp_path: Path) -> None:
+    source = make_scan_pdf(tmp_path / "scan.pdf", rotations=(0,))
+    doc = pymupdf.open(source)
+    page_xref = doc[0].xref
+    streams = doc[0].get_contents()
+    array_xref = doc.get_new_xref()
+    doc.update_object(array_xref, "[" + " ".join(f"{x} 0 R" for x in streams) + "]")
+    doc.xref_set_key(page_xref, "Contents", f"{array_xref} 0 R")
+    odd = tmp_path / "indirect-array.pdf"
+    doc.save(odd)
+    out = pymupdf.open("pdf", render_pdf(doc_result(odd, RAWS[:1]), paths_for(odd)))
+    assert out[0].get_contents()[1:-1] == pymupdf.open(odd)[0].get_contents()
+    assert "Lovelace" in out[0].get_text()
+    assert out[0].get_pixmap(dpi=40).samples == pymupdf.open(odd)[0].get_pixmap(dpi=40).samples

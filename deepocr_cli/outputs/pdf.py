@@ -85,6 +85,8 @@ class _Font:
     def finish(self) -> None:
         """Write the font objects; the widths and ToUnicode cover every character encoded."""
         doc, chars = self.doc, sorted(self.cids, key=self.cids.__getitem__)
+        if not chars:  # no page got a layer: the placeholder stays an unreferenced empty dictionary
+            return
         widths = " ".join(str(round(char_em(ch) * 1000)) for ch in chars)
         cidtogid = b"\x00\x01" * (len(chars) + 1)  # every CID draws glyph 1, the empty one
         file_xref = self._stream(glyphless_font())
@@ -190,12 +192,11 @@ def _add_layer(doc: pymupdf.Document, page: pymupdf.Page, result: PageResult, fo
         return
     _add_font_resource(doc, page.xref, font.xref)
     kind, value = doc.xref_get_key(page.xref, "Contents")
-    if kind == "xref":
-        existing = [value]
-    elif kind == "array":
-        existing = [value.strip()[1:-1].strip()] if value.strip()[1:-1].strip() else []
-    else:
-        existing = []
+    if kind == "xref" and not doc.xref_is_stream(int(value.split()[0])):
+        # /Contents may point at an array object rather than a stream: splice in its items.
+        kind, value = "array", doc.xref_object(int(value.split()[0]), compressed=True)
+    inner = value.strip()[1:-1].strip() if kind == "array" else ""
+    existing = [value] if kind == "xref" else [inner] if inner else []
     first = font._stream(b"q\n")
     last = font._stream(b"Q\n" + data)
     refs = " ".join([f"{first} 0 R", *existing, f"{last} 0 R"])
