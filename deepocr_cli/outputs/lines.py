@@ -184,8 +184,8 @@ def _split_text(text: str, boxes: list[FBox]) -> list[str]:
         return [text]
     areas = [max(0.0, (b[2] - b[0]) * (b[3] - b[1])) for b in boxes]
     total_area = sum(areas) or 1.0
-    units = text.split("\n") if text.count("\n") >= len(boxes) - 1 and "\n" in text else text.split()
-    sep = "\n" if units and "\n" in text and len(units) == text.count("\n") + 1 else " "
+    hard_lines = text.split("\n")
+    units, sep = (hard_lines, "\n") if len(hard_lines) >= len(boxes) else (text.split(), " ")
     weights = [text_em(u) or NARROW_EM for u in units]
     total = sum(weights) or 1.0
     parts: list[list[str]] = [[] for _ in boxes]
@@ -218,7 +218,7 @@ def layout_lines(text: str, boxes: list[FBox]) -> list[Line]:
     out: list[Line] = []
     if not text.strip():
         return out
-    for part, box in zip(_split_text(text, boxes), boxes, strict=False):
+    for part, box in zip(_split_text(text, boxes), boxes, strict=True):
         x0, y0, x1, y1 = box
         if not part.strip() or x1 <= x0 or y1 <= y0:
             continue
