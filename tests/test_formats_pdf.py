@@ -177,3 +177,19 @@ def test_contents_given_as_an_indirect_array_are_spliced(tmp_path: Path) -> None
     assert out[0].get_contents()[1:-1] == pymupdf.open(odd)[0].get_contents()
     assert "Lovelace" in out[0].get_text()
     assert out[0].get_pixmap(dpi=40).samples == pymupdf.open(odd)[0].get_pixmap(dpi=40).samples
+
+
+def test_exif_rotated_image_is_embedded_upright(tmp_path: Path) -> None:
+    source = tmp_path / "phone.jpg"
+    im = Image.new("RGB", (300, 200), "blue")
+    im.paste((255, 0, 0), (0, 0, 150, 200))  # stored: left half red; EXIF 6 shows it rotated 90° clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(source, "JPEG", quality=95, exif=exif, dpi=(100, 100))
+    result = doc_result(source, RAWS[:1])
+    result.pages[0].width, result.pages[0].height = 200, 300  # the pipeline sees the upright image
+    page = pymupdf.open("pdf", render_pdf(result, paths_for(source)))[0]
+    assert (page.rect.width, page.rect.height) == pytest.approx((144, 216))
+    shown = Image.open(io.BytesIO(page.get_pixmap(dpi=100).tobytes("png"))).convert("RGB")
+    top, bottom = shown.getpixel((100, 30)), shown.getpixel((100, 270))
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red above blue: upright

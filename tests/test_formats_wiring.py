@@ -119,3 +119,25 @@ def test_convert_rebuilds_a_newly_requested_format_without_the_model(scripted_ch
     assert "Hello deepocr" in " ".join(pymupdf.open(tmp_path / "scan.ocr.pdf")[0].get_text().split())
     again = convert([source], wider, engine_factory=no_model).files[0]
     assert again.status == "skipped" and again.reason == "up to date" and again.outputs == []
+
+
+def test_a_source_gone_before_writing_fails_that_file_only(scripted_checkpoint: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pdf renderer reads the source again; if it is gone by then, the file fails and the batch goes on."""
+    first = make_scan_pdf(tmp_path / "a.pdf", rotations=(0,))
+    second = make_scan_pdf(tmp_path / "b.pdf", rotations=(0,))
+    real = FORMATS["pdf"]
+
+    def vanishing(doc, paths):  # noqa: ANN001, ANN202
+        if doc.source.name == "a.pdf":
+            doc.source.unlink()
+        return real.render(doc, paths)
+
+    monkeypatch.setitem(FORMATS, "pdf", Format("pdf", real.suffix, vanishing))
+    opts = ConvertOptions(model=str(scripted_checkpoint), mode="tiny", max_new_tokens=32, deep=False,
+                          formats=("json", "pdf"))  # fmt: skip
+    report = convert([first, second], opts)
+    by_name = {Path(f.source).name: f for f in report.files}
+    assert by_name["a.pdf"].status == "failed" and "outputs not all written" in by_name["a.pdf"].reason
+    assert by_name["b.pdf"].status == "converted" and (tmp_path / "b.ocr.pdf").exists()
+    assert report.exit_code == 3

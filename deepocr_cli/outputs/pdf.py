@@ -215,8 +215,8 @@ def _image_dpi(info: dict) -> tuple[float, float]:
 def _image_document(path: Path) -> pymupdf.Document:
     """One page per image frame at its resolution; JPEG and PNG bytes embedded as they are."""
     out = pymupdf.open()
-    raw = path.read_bytes()
     try:
+        raw = path.read_bytes()
         with Image.open(io.BytesIO(raw)) as im:
             frames = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
             for i in range(frames):
@@ -254,7 +254,10 @@ def render_pdf(result: DocResult, paths: OutputPaths) -> bytes:
         InputError: the source cannot be read again, or has fewer pages than were converted.
     """
     del paths
-    kind = sniff_kind(result.source)
+    try:
+        kind = sniff_kind(result.source)
+    except OSError as e:  # the source was read for the conversion; now it is gone or unreadable
+        raise InputError(f"cannot reopen the source for the PDF output: {e.strerror or e}") from e
     if kind is DocKind.PDF:
         try:
             doc = pymupdf.open(result.source, filetype="pdf")
