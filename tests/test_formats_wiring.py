@@ -141,3 +141,15 @@ def test_a_source_gone_before_writing_fails_that_file_only(scripted_checkpoint: 
     assert by_name["a.pdf"].status == "failed" and "outputs not all written" in by_name["a.pdf"].reason
     assert by_name["b.pdf"].status == "converted" and (tmp_path / "b.ocr.pdf").exists()
     assert report.exit_code == 3
+
+
+def test_cli_format_writes_exactly_the_requested_files(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    source = make_scan_pdf(tmp_path / "scan.pdf", rotations=(0,))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["convert", str(source), "--model", str(scripted_checkpoint), "--mode", "tiny",
+                                      "--max-new-tokens", "32", "--no-deep", "-o", str(out), "-q",
+                                      "--format", "txt,alto,html,pdf"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "scan.alto.xml", "scan.html", "scan.ocr.pdf", "scan.txt"]  # fmt: skip
+    assert "Hello deepocr" in (out / "scan.txt").read_text(encoding="utf-8")
