@@ -193,3 +193,17 @@ def test_exif_rotated_image_is_embedded_upright(tmp_path: Path) -> None:
     shown = Image.open(io.BytesIO(page.get_pixmap(dpi=100).tobytes("png"))).convert("RGB")
     top, bottom = shown.getpixel((100, 30)), shown.getpixel((100, 270))
     assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # red above blue: upright
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_text_lands_in_its_box_on_cropped_and_rotated_pages(tmp_path: Path, rotation: int) -> None:
+    """The boxes refer to the page as rendered: the crop box, turned by /Rotate. Both must be undone."""
+    doc = pymupdf.open(make_scan_pdf(tmp_path / "scan.pdf", rotations=(rotation,)))
+    doc[0].set_cropbox(pymupdf.Rect(50, 60, 500, 760))
+    cropped = tmp_path / "cropped.pdf"
+    doc.save(cropped)
+    result = doc_result(cropped, RAWS[:1])
+    page = pymupdf.open("pdf", render_pdf(result, paths_for(cropped)))[0]
+    x0, y0, x1, y1 = result.pages[0].blocks[1].boxes_px[0]
+    hx0, hy0, hx1, hy1 = _view_rect(page, page.search_for("Lovelace")[0], result.pages[0])
+    assert x0 - 1.5 <= hx0 < hx1 <= x1 + 1.5 and y0 - 1.5 <= hy0 < hy1 <= y1 + 1.5

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pymupdf
 from PIL import Image, ImageOps
+from pymupdf import mupdf
 
 from deepocr_cli.errors import InputError
 from deepocr_cli.inputs.discover import DocKind, sniff_kind
@@ -138,13 +139,23 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}".rstrip("0").rstrip(".") or "0"
 
 
+def _view_to_user(page: pymupdf.Page) -> pymupdf.Matrix:
+    """Upright page as rendered (y down, origin at the crop box's visible top left) -> PDF user space.
+
+    The inverse of MuPDF's own page transform, which is what rendering uses; it accounts for the crop box and
+    /Rotate together (``Page.transformation_matrix`` drops the crop box offset on rotated pages).
+    """
+    mediabox, ctm = mupdf.FzRect(), mupdf.FzMatrix()
+    mupdf.pdf_page_transform(mupdf.pdf_page_from_fz_page(page.this), mediabox, ctm)
+    return ~pymupdf.Matrix(ctm.a, ctm.b, ctm.c, ctm.d, ctm.e, ctm.f)
+
+
 def _layer_stream(page: pymupdf.Page, result: PageResult, font: _Font) -> bytes:
     """Content operators drawing the page's lines invisibly where the grounding boxes put them."""
     rect = page.rect
     sx = rect.width / result.width if result.width else 1.0
     sy = rect.height / result.height if result.height else 1.0
-    # Upright page (as rendered, y down) -> PDF user space of this page, whatever its rotation and boxes.
-    to_user = page.derotation_matrix * ~page.transformation_matrix
+    to_user = _view_to_user(page)
     ops = [f"BT 3 Tr /{FONT_NAME} 1 Tf"]
     for _, lines in page_lines(result):
         for line in lines:
