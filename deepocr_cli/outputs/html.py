@@ -18,11 +18,15 @@ import io
 import logging
 import re
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
 from deepocr_cli.outputs.markdown import render_markdown
 from deepocr_cli.outputs.parse import Block
 from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.results import DocResult, PageResult
+
+if TYPE_CHECKING:
+    from deepocr_cli.inputs.render import DocumentReader
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +168,14 @@ def page_flags(page: PageResult) -> list[str]:
     return flags
 
 
-def _preview(doc: DocResult, page: PageResult, reader: object) -> str | None:
+def _preview(doc: DocResult, page: PageResult, reader: DocumentReader | None) -> str | None:
     """The page image as a JPEG data URL, or None when the source cannot be rendered."""
     if reader is None or page.width <= 0 or page.height <= 0:
         return None
     scale = min(1.0, PREVIEW_MAX_SIDE / max(page.width, page.height))
     size = (max(1, round(page.width * scale)), max(1, round(page.height * scale)))
     try:
-        image = reader.render(page.index, size=size)  # type: ignore[attr-defined]
+        image = reader.render(page.index, size=size)
     except Exception as e:  # noqa: BLE001 - the review page still shows the boxes and the text
         log.warning("%s: page %d not rendered for the review page: %s", doc.source, page.index + 1, e)
         return None
@@ -180,7 +184,7 @@ def _preview(doc: DocResult, page: PageResult, reader: object) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _page_html(doc: DocResult, page: PageResult, reader: object) -> str:
+def _page_html(doc: DocResult, page: PageResult, reader: DocumentReader | None) -> str:
     n = page.index + 1
     flags = page_flags(page)
     chips = "".join(f'<span class="flag {f}">{f}</span>' for f in flags) or '<span class="flag ok">ok</span>'
@@ -238,6 +242,7 @@ def render_html(result: DocResult, paths: OutputPaths) -> bytes:
     del paths
     from deepocr_cli.inputs.render import open_document
 
+    reader: DocumentReader | None
     try:
         reader = open_document(result.source)
     except Exception as e:  # noqa: BLE001 - boxes and text are still worth reviewing

@@ -77,7 +77,8 @@ class _Font:
             out.append(f"{cid:04X}")
         return "".join(out), sum(char_em(ch) for ch in text)
 
-    def _stream(self, data: bytes, extra: str = "") -> int:
+    def stream(self, data: bytes, extra: str = "") -> int:
+        """A new stream object holding ``data``; returns its xref."""
         xref = self.doc.get_new_xref()
         self.doc.update_object(xref, f"<<{extra}>>")
         self.doc.update_stream(xref, data)
@@ -90,9 +91,9 @@ class _Font:
             return
         widths = " ".join(str(round(char_em(ch) * 1000)) for ch in chars)
         cidtogid = b"\x00\x01" * (len(chars) + 1)  # every CID draws glyph 1, the empty one
-        file_xref = self._stream(glyphless_font())
-        map_xref = self._stream(cidtogid)
-        cmap_xref = self._stream(_to_unicode(chars))
+        file_xref = self.stream(glyphless_font())
+        map_xref = self.stream(cidtogid)
+        cmap_xref = self.stream(_to_unicode(chars))
         desc_xref = doc.get_new_xref()
         doc.update_object(
             desc_xref,
@@ -208,8 +209,8 @@ def _add_layer(doc: pymupdf.Document, page: pymupdf.Page, result: PageResult, fo
         kind, value = "array", doc.xref_object(int(value.split()[0]), compressed=True)
     inner = value.strip()[1:-1].strip() if kind == "array" else ""
     existing = [value] if kind == "xref" else [inner] if inner else []
-    first = font._stream(b"q\n")
-    last = font._stream(b"Q\n" + data)
+    first = font.stream(b"q\n")
+    last = font.stream(b"Q\n" + data)
     refs = " ".join([f"{first} 0 R", *existing, f"{last} 0 R"])
     doc.xref_set_key(page.xref, "Contents", f"[{refs}]")
 
