@@ -18,7 +18,7 @@ from deepocr_cli.planning.modes import (
 )
 
 if TYPE_CHECKING:
-    from deepocr_cli.families import ModelFamily
+    from deepocr_cli.planning.families import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def choose_mode(
         max_tiles: Gundam tile-count upper bound.
         safety: the mode must keep ``tokens x safety`` at or below the target; default PLAN_SAFETY of the
             estimate's source. ``predicted_ratio`` stays the plain estimate / vision tokens.
-        family: the model's geometry (DeepSeek-OCR-2: the modes are tile caps, see deepocr_cli.families).
+        family: the model's geometry (DeepSeek-OCR-2: the modes are tile caps, see deepocr_cli.planning.families).
 
     Returns:
         The choice; when no allowed mode meets both conditions, the most expensive allowed one with a reason
