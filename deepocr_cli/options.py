@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from deepocr_cli.planning.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
 AUTO = "auto"
 TASKS = ("markdown", "free")
+#: `--device` values: auto, cpu, mps, cuda or cuda:N (availability is checked when the model loads).
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: `--dtype` spellings, as `model.loading.resolve_dtype` accepts them.
+DTYPES = ("auto", "bfloat16", "bf16", "float16", "fp16", "half", "float32", "fp32", "float")
 
 
 def default_model() -> str:
@@ -51,6 +56,7 @@ class ConvertOptions:
     ngram_size: int = 20
     ngram_window: int = 50
     stdout: bool = False
+    retry_truncated: bool = False
 
     def __post_init__(self) -> None:
         modes = [m.value for m in MODE_ORDER]
@@ -76,6 +82,17 @@ class ConvertOptions:
             raise UsageError("--max-compression must be positive")
         if self.deep_max_per_page < 0:
             raise UsageError("--deep-max-per-page must be >= 0")
+        if self.pages is not None:
+            from deepocr_cli.inputs.render import parse_page_ranges
+
+            try:  # syntax only: which pages exist is a question for each document
+                parse_page_ranges(self.pages, 1)
+            except ValueError as e:
+                raise UsageError(f"--pages: {e}") from None
+        if not DEVICE_RE.fullmatch(str(self.device)):
+            raise UsageError(f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if self.dtype is not None and str(self.dtype).lower() not in DTYPES:
+            raise UsageError(f"--dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
 
     def output_settings(self) -> dict:
         """The settings that determine a document's output; a change of any of them reconverts it."""

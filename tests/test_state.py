@@ -11,8 +11,9 @@ import pytest
 
 from deepocr_cli.errors import UsageError
 from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.paths import output_paths
 from deepocr_cli.outputs.results import PageResult
-from deepocr_cli.run.state import DocumentLock, PartialPages, is_up_to_date, sha256_file, state_key
+from deepocr_cli.run.state import DocumentLock, PartialPages, decide, sha256_file, state_key
 
 
 def _page(i: int) -> PageResult:
@@ -42,13 +43,15 @@ def test_state_key_changes_with_settings_and_model() -> None:
     assert base != state_key("abd", {"id": "m", "revision": None}, {"mode": "base"})
 
 
-def test_up_to_date_reads_the_key_from_the_json(tmp_path: Path) -> None:
-    out = tmp_path / "a.json"
-    assert not is_up_to_date(out, "k1")
-    out.write_text(json.dumps({"settings": {"state_key": "k1"}}))
-    assert is_up_to_date(out, "k1") and not is_up_to_date(out, "k2")
-    out.write_text("{torn")
-    assert not is_up_to_date(out, "k1")
+def test_a_json_of_the_same_key_stands_in_for_a_missing_state_record(tmp_path: Path) -> None:
+    paths = output_paths(tmp_path / "a.pdf", tmp_path, None)
+    assert decide(paths, "k1", ["json"]).action == "convert"
+    paths.json.write_text(json.dumps({"settings": {"state_key": "k1"}, "status": "ok", "pages": []}))
+    assert decide(paths, "k1", ["json"]).action == "current"
+    assert decide(paths, "k2", ["json"]).action == "convert"
+    assert decide(paths, "k1", ["md", "json"]).action == "rewrite"  # the Markdown comes back from the JSON
+    paths.json.write_text("{torn")
+    assert decide(paths, "k1", ["json"]).action == "convert"
 
 
 def test_partial_pages_resume_and_ignore_torn_lines(tmp_path: Path) -> None:

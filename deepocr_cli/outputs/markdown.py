@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from deepocr_cli.outputs.results import DocResult, PageResult
 
@@ -12,6 +13,13 @@ _BLANK_RUN_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 def _comment(text: str) -> str:
     """An HTML comment that cannot be closed early by its text."""
     return "<!-- " + " ".join(text.replace("--", "- -").split()) + " -->"
+
+
+def link_target(path: str) -> str:
+    """A relative file path as a Markdown link destination that CommonMark resolves to that file whatever its
+    name holds (spaces, parentheses, ``#``, ``?``, ``%``, brackets, non-ASCII): every byte outside the URL-safe
+    set is percent-encoded (UTF-8), ``/`` kept."""
+    return quote(path, safe="/")
 
 
 def _alt(text: str | None) -> str:
@@ -35,7 +43,7 @@ def _page_markdown(page: PageResult) -> list[str]:
             figure = block.figure
             alt = _alt(getattr(figure, "alt_text", None)) if figure is not None else ""
             parts.extend(
-                f"![{alt}]({link})" for link in block.image_paths or filter(None, [block.image_path])
+                f"![{alt}]({link_target(link)})" for link in block.image_paths or filter(None, [block.image_path])
             )
             figure_md = figure.markdown().strip() if figure is not None else ""  # type: ignore[attr-defined]
             if figure_md:

@@ -3,7 +3,13 @@
 Locks are advisory `flock`s on the source file itself, so overlapping runs (two cron jobs) never
 convert the same document at once and no lock files are left behind; a killed process releases
 its locks automatically. Finished pages of a document in progress are appended to a hidden
-`.<stem>.deepocr-partial.jsonl` beside the outputs, so an interrupted run resumes where it stopped.
+`.<stem>.deepocr-partial.jsonl` beside the outputs, so an interrupted run resumes where it stopped; the file
+stays while a document is partial, so a rerun retries only its failed pages.
+
+A finished document also gets a hidden `.<stem>.deepocr-state.json`: its state key, status, the failed and
+truncated pages, and the size and digest of every output file written (one per format of
+`outputs.formats.FORMATS`, plus figure crops). `decide` compares it with what a run asks for: up to date
+only when every requested output is there and unchanged.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepocr_cli.outputs.results import PageResult
+from deepocr_cli.outputs.atomic import atomic_write_bytes
+from deepocr_cli.outputs.formats import FORMATS
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +72,172 @@ class DocumentLock:
             self._fd = None
 
 
+def is_busy(source: Path) -> bool:
+    """Whether another process holds the document's lock now (probed, not kept)."""
+    lock = DocumentLock(source)
+    try:
+        if not lock.acquire():
+            return True
+    except OSError:
+        return False  # unreadable: the run reports it
+    lock.release()
+    return False
+
+
 def state_key(sha256: str, model: dict, settings: dict) -> str:
     """Identity of a conversion: same source bytes, model and output settings give the same key."""
     blob = json.dumps({"sha256": sha256, "model": model, "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_up_to_date(json_path: Path, key: str) -> bool:
-    """Whether an existing JSON output was produced for this exact key and finished cleanly."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def state_path(paths: OutputPaths) -> Path:
+    """Hidden record of a finished document's outputs."""
+    return paths.json.with_name(f".{paths.stem}.deepocr-state.json")
+
+
+def _file_record(path: Path) -> dict:
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+
+
+def _is_current(path: Path, rec: dict | None) -> bool:
+    """The file is there and is the one recorded (size and mtime first; the digest when they moved)."""
+    if not rec:
         return False
-    settings = data.get("settings") if isinstance(data, dict) else None
-    return isinstance(settings, dict) and settings.get("state_key") == key
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != rec.get("size"):
+        return False
+    if st.st_mtime_ns == rec.get("mtime_ns"):
+        return True
+    try:
+        return sha256_file(path) == rec.get("sha256")
+    except OSError:
+        return False
+
+
+def crop_links(doc: DocResult) -> list[str]:
+    """Figure crops the document's Markdown links to, relative to the output folder."""
+    return sorted({link for p in doc.pages for b in p.blocks for link in b.image_paths})
+
+
+def write_state(paths: OutputPaths, key: str, doc: DocResult, formats: Collection[str],
+                previous: dict | None = None) -> None:
+    """Record the finished document: key, status, page outcomes and every output file now current.
+
+    Args:
+        paths: the document's outputs.
+        key: its state key.
+        doc: the document as written.
+        formats: the formats whose files were (re)written from ``doc``.
+        previous: the record of an earlier run with the same key; its files stay recorded when a rewrite
+            (Markdown restored from JSON) left them as they were.
+    """
+    files = dict((previous or {}).get("files") or {})
+    for name in formats:
+        files[name] = _file_record(FORMATS[name].path(paths))
+    record = {
+        "state_key": key,
+        "status": doc.status,
+        "pages": len(doc.pages),
+        "failed": [p.index for p in doc.pages if p.error is not None],
+        "truncated": [p.index for p in doc.pages if p.truncated],
+        "files": files,
+        "images": crop_links(doc),
+    }
+    atomic_write_bytes(state_path(paths), (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_state(paths: OutputPaths, key: str) -> dict | None:
+    """The record of an earlier run with this key; None when missing, unreadable or for another key.
+
+    A JSON output written for the same key (by a version without the record, or whose record was deleted)
+    stands in for it: it then is the only file known to be current.
+    """
+    try:
+        data = json.loads(state_path(paths).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("state_key") == key:
+            return data
+    except (OSError, ValueError):
+        pass
+    try:
+        doc = json.loads(paths.json.read_text(encoding="utf-8"))
+        if (doc.get("settings") or {}).get("state_key") != key:
+            return None
+        pages = doc.get("pages") or []
+        return {
+            "state_key": key, "status": doc.get("status"), "pages": len(pages),
+            "failed": [p["index"] for p in pages if p.get("error")],
+            "truncated": [p["index"] for p in pages if p.get("truncated")],
+            "files": {"json": _file_record(paths.json)},
+            "images": sorted({link for p in pages for b in p.get("blocks") or [] for link in b.get("image_paths") or []}),
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class Verdict:
+    """What a run must do for one document.
+
+    Attributes:
+        action: ``convert`` (run the model, resuming kept pages), ``rewrite`` (restore missing outputs from the
+            current JSON, no model) or ``current`` (nothing to do).
+        reason: why, for the report.
+        formats: with ``rewrite``: the formats to write again.
+        crops: with ``rewrite``: the figure crops to save again.
+        truncated: truncated pages kept from the earlier run.
+        record: the earlier run's record.
+    """
+
+    action: str
+    reason: str = ""
+    formats: list[str] = field(default_factory=list)
+    crops: list[str] = field(default_factory=list)
+    truncated: int = 0
+    record: dict | None = None
+
+
+def decide(paths: OutputPaths, key: str, formats: Collection[str], retry_truncated: bool = False) -> Verdict:
+    """Whether a document is up to date: every requested output there and current, no page left to retry.
+
+    Failed pages are always retried; truncated ones only with ``retry_truncated`` (the same settings would
+    truncate them again; changed settings change ``key``).
+    """
+    rec = read_state(paths, key)
+    if rec is None:
+        return Verdict("convert", "not converted with these settings, model and source")
+    if rec.get("failed"):
+        return Verdict("convert", f"{len(rec['failed'])} failed page(s) to retry", record=rec)
+    truncated = len(rec.get("truncated") or [])
+    if truncated and retry_truncated:
+        return Verdict("convert", f"{truncated} truncated page(s) to retry", record=rec)
+    files = rec.get("files") or {}
+    stale = [n for n in formats if not _is_current(FORMATS[n].path(paths), files.get(n))]
+    folder = paths.json.parent
+    crops = [c for c in rec.get("images") or [] if not (folder / c).is_file()]
+    if not stale and not crops:
+        return Verdict("current", "up to date", truncated=truncated, record=rec)
+    if _is_current(paths.json, files.get("json")):
+        what = ", ".join([FORMATS[n].path(paths).name for n in stale] + ([f"{len(crops)} figure crop(s)"] if crops else []))
+        return Verdict("rewrite", f"restored {what} from {paths.json.name}", stale, crops, truncated, rec)
+    return Verdict("convert", "outputs missing or changed: " + ", ".join(stale or ["figure crops"]), record=rec)
+
+
+#: Longest one batch should run: its pages are checkpointed when it ends, so a kill loses about this much work.
+CHECKPOINT_SECONDS = 60.0
+
+
+def checkpoint_batch(batch_size: int, ran: int, seconds: float, limit: float | None = None) -> int:
+    """The batch size that keeps a batch under ``limit`` seconds (env DEEPOCR_CHECKPOINT_SECONDS, default 60),
+    given that ``ran`` requests just took ``seconds``; never below 1, never above ``batch_size``."""
+    if limit is None:
+        limit = float(os.environ.get("DEEPOCR_CHECKPOINT_SECONDS") or CHECKPOINT_SECONDS)
+    if seconds <= limit or ran <= 1:
+        return batch_size
+    return max(1, min(batch_size, int(ran * limit / seconds)))
 
 
 def partial_path(json_path: Path) -> Path:
@@ -90,8 +252,11 @@ class PartialPages:
         self.path = path
         self.key = key
 
-    def load(self) -> dict[int, PageResult]:
-        """Pages finished by an earlier run with the same key (empty if none or another key)."""
+    def load(self, retry_truncated: bool = False) -> dict[int, PageResult]:
+        """Pages finished by an earlier run with the same key (empty if none or another key).
+
+        Failed pages are left out (they are retried), and truncated ones with ``retry_truncated``.
+        """
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except OSError:
@@ -106,8 +271,14 @@ class PartialPages:
                 if rec.get("state_key") != self.key:
                     return {}
                 continue
-            page = PageResult.from_json(rec)
-            pages[page.index] = page
+            try:
+                page = PageResult.from_json(rec)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if page.error is None and not (retry_truncated and page.truncated):
+                pages[page.index] = page
+            else:
+                pages.pop(page.index, None)
         return pages
 
     def start(self, keep: Iterable[PageResult]) -> None:
