@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
@@ -47,16 +46,17 @@ INPUT, MODEL, OUTPUT, RUN = "Input", "Model", "Output", "Run"
 class Command(TyperCommand):
     """A command whose usage errors still print the one JSON report `--json` promises (exit 2)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
-        except click.UsageError as e:
-            if "--json" in args:
+        except Exception as e:
+            # Click's UsageError (Typer vendors its own click): exit code 2 and a formatted message.
+            if "--json" in args and getattr(e, "exit_code", None) == ExitCode.USAGE and hasattr(e, "format_message"):
                 _print_json(error_report(ExitCode.USAGE, e.format_message()))
             raise
 
 
-def _metavar_only(self: click.Parameter, ctx: click.Context) -> str | None:
+def _metavar_only(self: TyperOption | TyperArgument, ctx: typer.Context) -> str | None:
     """--help shows a value's named placeholder (N, PATH, RANGES) or nothing, never a Python type tag."""
     return self.metavar
 

@@ -145,15 +145,16 @@ def _estimate_seconds(files: list[dict], model_key: str | None, device: str | No
 
 
 def plan_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """The per-page table of a plan: header and rows of short cells (the reasons stay in `--json`)."""
-    header = ["file", "page", "source", "est.tok", "mode", "vis.tok", "ratio"]
+    """The per-page table of a plan: header and rows of short cells, the file last and never cut (the reasons
+    stay in `--json`)."""
+    header = ["page", "source", "est.tok", "mode", "vis.tok", "ratio", "file"]
     rows = []
     for f in result["files"]:
         if f["error"]:
-            rows.append([f["source"], "-", "error: " + f["error"], "", "", "", ""])
+            rows.append(["-", "error", "", "", "", "", f"{f['source']}: {f['error']}"])
         for p in f["pages"]:
-            rows.append([f["source"], str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}",
-                         p["mode"], str(p["vision_tokens"]), f"{p['predicted_ratio']:.1f}x"])
+            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}", p["mode"],
+                         str(p["vision_tokens"]), f"{p['predicted_ratio']:.1f}x", f["source"]])
     return header, rows
 
 
@@ -168,33 +169,39 @@ def totals_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def plain_table(header: list[str], rows: list[list[str]], width: int = 80) -> str:
-    """An aligned plain-text table (no box drawing); a long first column is cut to keep lines within ``width``."""
-    right = {i for i, h in enumerate(header) if i > 0 and all(_numeric(r[i]) for r in rows if r[i] not in ("", "-"))}
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """An aligned plain-text table (no box drawing): numbers right-aligned; a last text column (a file name) is
+    left as it is, however long."""
+    last = len(header) - 1
+    right = {i for i in range(len(header)) if all(_numeric(r[i]) for r in rows if r[i] not in ("", "-"))}
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    others = sum(widths[1:]) + 2 * (len(widths) - 1)
-    widths[0] = max(8, min(widths[0], width - others))
 
-    def cell(i: int, text: str) -> str:
-        if i == 0 and len(text) > widths[0]:
-            text = "…" + text[-(widths[0] - 1):]
-        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if i in right else c if i == last else c.ljust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
 
-    lines = ["  ".join(cell(i, h) for i, h in enumerate(header)).rstrip()]
-    lines += ["  ".join(cell(i, c) for i, c in enumerate(r)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
 
 
 def _numeric(text: str) -> bool:
     return text.rstrip("x").replace(".", "", 1).isdigit()
 
 
-def render_plan_text(result: dict, width: int = 80) -> str:
-    """The human form of `plan --json` as plain text: the per-page table, then the totals."""
+#: Said when no time estimate can be made (two lines, to fit 80 columns).
+NO_ESTIMATE = ("No time estimate: one appears once `deepocr convert` has measured this\n"
+               "checkpoint on this device.")
+
+
+def render_plan_text(result: dict) -> str:
+    """The human form of `plan --json` as plain text: the per-page table, then the totals (one row per mode)."""
     title = f"auto plan (max compression {result['max_compression']}x)"
-    out = [title, plain_table(*plan_rows(result), width=width), plain_table(*totals_rows(result), width=width)]
+    header, rows = totals_rows(result)
+    # Transposed: one row per strategy keeps the totals narrow whatever the number of modes.
+    totals = plain_table(["strategy", *(r[0] for r in rows)],
+                         [[k, *(r[i + 1] for r in rows)] for i, k in enumerate(header[1:])])
+    out = [title, plain_table(*plan_rows(result)), totals]
     if not result.get("estimated_seconds"):
-        out.append("No time estimate: it appears once `deepocr convert` has measured this model on this device.\n")
+        out.append(NO_ESTIMATE + "\n")
     return "\n".join(out)
 
 
@@ -207,11 +214,11 @@ def render_plan_table(result: dict) -> None:
     for (header, rows), title in ((plan_rows(result), f"auto plan (max compression {result['max_compression']}x)"),
                                   (totals_rows(result), "totals: auto vs fixed modes")):
         table = Table(title=title)
-        for i, col in enumerate(header):
-            table.add_column(col, justify="left" if i == 0 or col in ("source", "mode") else "right",
+        for col in header:
+            table.add_column(col, justify="left" if col in ("", "file", "source", "mode") else "right",
                              overflow="fold")
         for r in rows:
             table.add_row(*r)
         console.print(table)
     if not result.get("estimated_seconds"):
-        console.print("No time estimate: it appears once `deepocr convert` has measured this model on this device.")
+        console.print(NO_ESTIMATE.replace("\n", " "))
