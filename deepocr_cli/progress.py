@@ -99,7 +99,12 @@ def summary_line(report: RunReport) -> str:
     t = report.to_json()["totals"]
     files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
     resumed = f" (+{t['resumed_pages']} resumed)" if t["resumed_pages"] else ""
-    return (
+    line = (
         f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
     )
+    if t["truncated_pages"]:
+        kept, new = t["truncated_kept"], t["truncated_pages"] - t["truncated_kept"]
+        line += f"; truncated pages: {new} new" + (
+            f", {kept} kept from earlier runs with the same settings (--retry-truncated retries them)" if kept else "")
+    return line

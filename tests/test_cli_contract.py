@@ -88,6 +88,14 @@ def test_full_disk_at_start_exits_5_before_loading(scripted_checkpoint: Path, tr
     assert not [p for p in out.rglob("*")]  # the probe left nothing behind
 
 
+def test_read_only_file_system_exits_5_before_loading(scripted_checkpoint: Path, tree: Path, no_model: list) -> None:
+    target = Path("/sys/deepocr-out")  # sysfs: read-only even for root
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no read-only /sys here")
+    r = invoke("convert", "--model", str(scripted_checkpoint), str(tree), "-o", str(target), "-q")
+    assert r.exit_code == 5 and str(target) in one_line(r.stderr) and not no_model
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_folder_exits_5_before_loading(scripted_checkpoint: Path, tree: Path, no_model: list) -> None:
     tree.chmod(0o555)

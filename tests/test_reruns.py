@@ -172,13 +172,15 @@ def test_truncated_pages_are_kept_and_said_so_until_settings_change(random_check
     probe.reset()
     r, rep = convert(random_checkpoint, *args)
     assert r.exit_code == 3 and probe.loads == 0
+    assert rep["totals"]["truncated_kept"] == 2
+    assert "2 kept from earlier runs with the same settings (--retry-truncated" in r.stderr  # the summary line
     f = rep["files"][0]
     assert f["status"] == "partial" and f["truncated_pages"] == 2
     assert "kept from an earlier run" in f["reason"] and "--retry-truncated" in f["reason"]
     # --retry-truncated runs exactly those pages again.
     r, rep = convert(random_checkpoint, *args, "--retry-truncated")
     assert r.exit_code == 3 and probe.loads == 1 and probe.requests == 2
-    assert "kept from an earlier run" not in rep["files"][0]["reason"]
+    assert "kept from an earlier run" not in rep["files"][0]["reason"] and rep["totals"]["truncated_kept"] == 0
     # A changed limit (the setting that caused it) retries them without the flag.
     probe.reset()
     r, rep = convert(random_checkpoint, "--max-new-tokens", "7", str(pdf))

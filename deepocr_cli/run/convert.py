@@ -126,7 +126,7 @@ def _current_report(doc: Doc, verdict: Verdict) -> FileReport:
     if not truncated:
         return FileReport(src, "skipped", "up to date")
     return FileReport(src, "partial", "up to date, " + truncation_note(truncated, truncated),
-                      truncated_pages=len(truncated))
+                      truncated_pages=len(truncated), truncated_kept=len(truncated))
 
 
 def _probe(folder: Path) -> str | None:

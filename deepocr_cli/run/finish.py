@@ -52,6 +52,7 @@ def _file_report(doc: Doc) -> FileReport:
     fr = FileReport(
         str(doc.src.path), {"ok": "converted"}.get(result.status, result.status),
         pages=len(new), truncated_pages=len(truncated), failed_pages=failed, resumed_pages=len(doc.resumed),
+        truncated_kept=sum(1 for p in truncated if p.index in doc.resumed),
         vision_tokens=sum(p.vision_tokens for p in new), generated_tokens=sum(p.generated_tokens for p in new),
     )
     reasons = []

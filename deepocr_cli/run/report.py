@@ -30,6 +30,7 @@ class FileReport:
     vision_tokens: int = 0
     generated_tokens: int = 0
     resumed_pages: int = 0
+    truncated_kept: int = 0  # of truncated_pages, those kept from an earlier run with the same settings
     output_error: bool = False
 
     def to_json(self) -> dict:
@@ -78,6 +79,8 @@ class RunReport:
             **{s: self.count(s) for s in STATUSES},
             "pages": self.pages,
             "resumed_pages": sum(f.resumed_pages for f in self.files),
+            "truncated_pages": sum(f.truncated_pages for f in self.files),
+            "truncated_kept": sum(f.truncated_kept for f in self.files),
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
             "wall_s": round(self.wall_s, 3),

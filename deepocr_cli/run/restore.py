@@ -83,4 +83,4 @@ def restore_outputs(doc: Doc, verdict: Verdict) -> FileReport:
     reason = verdict.reason + (f"; {truncation_note(truncated, truncated)}" if truncated else "")
     log.debug("restored %s", ", ".join(str(p) for p in written))
     return FileReport(src, "partial" if truncated else "restored", reason, outputs=[str(p) for p in written],
-                      truncated_pages=len(truncated))
+                      truncated_pages=len(truncated), truncated_kept=len(truncated))
