@@ -162,16 +162,18 @@ def _split_csv(values: str) -> tuple[str, ...]:
 def _formats_help() -> str:
     from deepocr_cli.outputs.formats import FORMATS
 
-    return "Comma list of outputs to write: " + ", ".join(FORMATS) + "."
+    return "Outputs to write, a comma list of " + ", ".join(f"{f.name} (NAME{f.suffix})" for f in FORMATS.values()) + "."
 
 
 CONVERT_HELP = (
     "Convert PDFs and images to Markdown and JSON, next to each source.\n\n"
     "Each page gets a resolution mode (a vision-token budget); --mode auto (the default) picks the cheapest mode "
     "that keeps the page's text-to-vision-token ratio under --max-compression.\n\n"
-    "Outputs: NAME.md, NAME.json, NAME_images/ (figure crops). A rerun does only the missing work: a document is "
+    "Outputs: NAME.md, NAME.json, NAME_images/ (figure crops) by default; --format adds a searchable PDF, ALTO "
+    "XML, plain text or an HTML review page.\n\n"
+    "A rerun does only the missing work: a document is "
     "up to date when every requested output is there and unchanged for the same source, checkpoint (by content, "
-    "however --model spells it) and settings; a deleted NAME.md is restored from NAME.json without the model; "
+    "however --model spells it) and settings; a deleted NAME.md (or any requested format missing) is restored from NAME.json without the model; "
     "failed pages are retried and finished ones kept; truncated pages are kept (exit 3) unless the settings "
     "change or --retry-truncated is given; an interrupted run resumes."
 )

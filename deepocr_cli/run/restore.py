@@ -7,36 +7,20 @@ figure answers, so the rewritten files are the ones the conversion wrote.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
-from deepocr_cli.errors import InputError
+from deepocr_cli.errors import InputError, OutputError
 from deepocr_cli.inputs.render import open_document
 from deepocr_cli.outputs.crops import save_page_crops
 from deepocr_cli.outputs.formats import write_document
-from deepocr_cli.outputs.results import DocResult, PageResult
+from deepocr_cli.outputs.results import DocResult
+from deepocr_cli.outputs.stored import load_stored
 from deepocr_cli.run.finish import truncation_note
 from deepocr_cli.run.jobs import Doc
 from deepocr_cli.run.report import FileReport
 from deepocr_cli.run.state import DocumentLock, Verdict, write_state
 
 log = logging.getLogger(__name__)
-
-
-def doc_from_json(data: dict, source: Path) -> DocResult:
-    """Rebuild the document a JSON output was written from (the inverse of `outputs.json.render_json`).
-
-    Raises:
-        KeyError, TypeError, ValueError: the JSON is not a deepocr document.
-    """
-    src = data["source"]
-    return DocResult(
-        source=source, source_rel=src["path"], size=int(src["size"]), sha256=src["sha256"],
-        page_count=int(src["page_count"]), model=data["model"], settings=data["settings"],
-        pages=[PageResult.from_json(p) for p in data["pages"]], errors=list(data.get("errors") or []),
-        status=data["status"],
-    )
 
 
 def _restore_crops(doc: Doc, result: DocResult, missing: list[str]) -> None:
@@ -68,15 +52,17 @@ def restore_outputs(doc: Doc, verdict: Verdict) -> FileReport:
     except OSError as e:
         return FileReport(src, "failed", f"unreadable: {e.strerror or e}")
     try:
-        result = doc_from_json(json.loads(doc.paths.json.read_text(encoding="utf-8")), doc.src.path)
+        result = load_stored(doc.paths.json, doc.src.path)
         if verdict.crops:
             _restore_crops(doc, result, verdict.crops)
         written = write_document(result, doc.paths, verdict.formats)
         write_state(doc.paths, doc.key, result, verdict.formats, previous=verdict.record)
     except (KeyError, TypeError, ValueError, InputError) as e:
         return FileReport(src, "failed", f"cannot restore outputs from {doc.paths.json.name}: {e}")
+    except OutputError as e:
+        return FileReport(src, "failed", str(e), output_error=True)
     except OSError as e:
-        return FileReport(src, "failed", f"output not writable: {e.strerror or e}", output_error=True)
+        return FileReport(src, "failed", f"cannot restore outputs: {e.strerror or e}")
     finally:
         lock.release()
     truncated = [p.index for p in result.pages if p.truncated]

@@ -167,11 +167,19 @@ def read_state(paths: OutputPaths, key: str) -> dict | None:
         if (doc.get("settings") or {}).get("state_key") != key:
             return None
         pages = doc.get("pages") or []
+        # Without a record, an output no older than the JSON is taken as written with it (`write_document` writes
+        # the JSON first).
+        json_mtime = paths.json.stat().st_mtime_ns
+        files = {"json": _file_record(paths.json)}
+        for name, fmt in FORMATS.items():
+            other = fmt.path(paths)
+            if name != "json" and other.is_file() and other.stat().st_mtime_ns >= json_mtime:
+                files[name] = _file_record(other)
         return {
             "state_key": key, "status": doc.get("status"), "pages": len(pages),
             "failed": [p["index"] for p in pages if p.get("error")],
             "truncated": [p["index"] for p in pages if p.get("truncated")],
-            "files": {"json": _file_record(paths.json)},
+            "files": files,
             "images": sorted({link for p in pages for b in p.get("blocks") or [] for link in b.get("image_paths") or []}),
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -238,6 +246,15 @@ def checkpoint_batch(batch_size: int, ran: int, seconds: float, limit: float | N
     if seconds <= limit or ran <= 1:
         return batch_size
     return max(1, min(batch_size, int(ran * limit / seconds)))
+
+
+def stale_outputs(paths: OutputPaths, key: str, formats: Collection[str]) -> list[str] | None:
+    """The requested formats `decide` would restore from the JSON, in registry order; None when the document
+    must be converted (no current JSON for this key, or pages to retry)."""
+    verdict = decide(paths, key, formats)
+    if verdict.action == "convert":
+        return None
+    return [n for n in FORMATS if n in verdict.formats]
 
 
 def partial_path(json_path: Path) -> Path:
