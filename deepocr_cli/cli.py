@@ -18,7 +18,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from deepocr_cli import __version__
 from deepocr_cli.errors import DeepOcrError, ExitCode, UsageError
-from deepocr_cli.options import AUTO, ConvertOptions, default_model
+from deepocr_cli.options import AUTO, DEVICE_RE, DTYPES, ConvertOptions, default_model
 
 if TYPE_CHECKING:
     from deepocr_cli.run.report import RunReport
@@ -303,6 +303,10 @@ def infer(
             mode_ = Mode(mode)
         except ValueError:
             raise typer.BadParameter(f"unknown mode {mode!r}", param_hint="--mode") from None
+        if not DEVICE_RE.fullmatch(device):
+            raise typer.BadParameter(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}", param_hint="--device")
+        if dtype is not None and dtype.lower() not in DTYPES:
+            raise typer.BadParameter(f"must be bfloat16, float16 or float32, got {dtype!r}", param_hint="--dtype")
         from deepocr_cli.model import NGramConfig, load_engine
 
         engine = load_engine(model or default_model(), revision=revision, device=device, dtype=dtype)

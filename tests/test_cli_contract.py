@@ -120,6 +120,13 @@ def test_bad_option_values_exit_2_with_one_line_before_loading(scripted_checkpoi
     assert one_line(r.stderr).startswith("deepocr: error: --") and not no_model
 
 
+def test_infer_refuses_an_unknown_device_or_dtype_with_exit_2(tmp_path: Path) -> None:
+    image = make_png(tmp_path / "p.png")
+    for args in (("--device", "tpu"), ("--dtype", "int8")):
+        r = invoke("infer", str(image), "--model", str(tmp_path / "no-model"), *args)
+        assert r.exit_code == 2 and args[0] in r.stderr, args
+
+
 # ----------------------------------------------------------------------------- 7. nothing to do: no model
 
 
