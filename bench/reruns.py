@@ -1,15 +1,16 @@
 """What a nightly rerun costs before any model work: the checkpoint fingerprint and the per-document up-to-date
 decision, side by side with what they replace or avoid.
 
-1. Checkpoint identity: `checkpoints.fingerprint_folder` (config + each weight file's header and three 1 MiB data
-   samples) against a full SHA-256 of the same weights, on a synthetic safetensors checkpoint of --weights-mb MB.
+1. Checkpoint identity: `checkpoints.fingerprint_folder` (config + each weight file's header and the first and last
+   4 KiB of every tensor) against a full SHA-256 of the same weights, on a synthetic safetensors checkpoint of
+   --weights-mb MB in --tensors tensors (DeepSeek-OCR has about 2,700).
 2. Up-to-date decision (`run.state.decide`) per document for --docs finished documents (md + json written with
    their state record): with the recorded mtimes (the usual nightly case) and after every output was touched (the
    digests are computed again).
 
 Best of --repeat runs (the least disturbed on a shared machine). No model runs.
 
-    python bench/reruns.py --weights-mb 1024 --docs 500 --repeat 3
+    python bench/reruns.py --weights-mb 1024 --tensors 2700 --docs 500 --repeat 3
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from deepocr_cli.outputs.results import DocResult, PageResult
 from deepocr_cli.run.state import decide, sha256_file, write_state
 
 
-def _checkpoint(folder: Path, megabytes: int) -> None:
-    """config.json and one safetensors file of random-looking bytes (a valid header, one uint8 tensor)."""
+def _checkpoint(folder: Path, megabytes: int, tensors: int) -> None:
+    """config.json and one safetensors file of random-looking bytes: a valid header, ``tensors`` uint8 tensors."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "deepseek_vl_v2"}))
     n = megabytes << 20
-    header = json.dumps({"w": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+    step = n // tensors
+    spans = [(i * step, n if i == tensors - 1 else (i + 1) * step) for i in range(tensors)]
+    header = json.dumps({f"layer.{i}.weight": {"dtype": "U8", "shape": [e - b], "data_offsets": [b, e]}
+                         for i, (b, e) in enumerate(spans)}).encode()
     with (folder / "model.safetensors").open("wb") as f:
         f.write(struct.pack("<Q", len(header)) + header)
         block = os.urandom(1 << 20)
@@ -70,17 +74,18 @@ def _docs(folder: Path, count: int) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights-mb", type=int, default=1024)
+    ap.add_argument("--tensors", type=int, default=2700)
     ap.add_argument("--docs", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt"
-        _checkpoint(ckpt, args.weights_mb)
+        _checkpoint(ckpt, args.weights_mb, args.tensors)
         weights = ckpt / "model.safetensors"
         fp = _best(lambda: fingerprint_folder(ckpt), args.repeat)
         full = _best(lambda: hashlib.sha256(weights.read_bytes()).hexdigest(), args.repeat)
-        print(f"checkpoint identity, {args.weights_mb} MB of weights:")
-        print(f"  fingerprint (headers + samples)   {fp * 1000:9.1f} ms")
+        print(f"checkpoint identity, {args.weights_mb} MB of weights in {args.tensors} tensors:")
+        print(f"  fingerprint (header + samples)    {fp * 1000:9.1f} ms")
         print(f"  full SHA-256 of the weights       {full * 1000:9.1f} ms")
         weights.unlink()
 

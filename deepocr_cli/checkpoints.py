@@ -41,8 +41,8 @@ def weight_files(folder: Path) -> list[Path]:
         if not f.is_file():
             raise CheckpointError(f"checkpoint shard {f.name} listed in the index is missing from {folder}")
     return files
-#: Bytes of tensor data sampled from each weight file (start, middle, end) for the fingerprint.
-_FINGERPRINT_SAMPLE = 1 << 20
+#: Bytes read from the start and from the end of every tensor for the fingerprint.
+_TENSOR_SAMPLE = 4096
 
 
 def _hub_snapshot(folder: Path) -> tuple[str, str] | None:
@@ -54,24 +54,32 @@ def _hub_snapshot(folder: Path) -> tuple[str, str] | None:
 
 
 def _weight_digest(path: Path, h: Any) -> None:
-    """Feed a weight file's name, size, safetensors header and three data samples to ``h``.
+    """Feed a weight file's name, size, safetensors header and a sample of every tensor to ``h``.
 
-    The header pins every tensor's name, dtype, shape and offset; the samples catch retrained weights of the
-    same shapes. Reading a few MB per file keeps the fingerprint cheap for multi-GB checkpoints.
+    The header pins every tensor's name, dtype, shape and offset; the first and last 4 KiB of each tensor catch
+    retrained weights of the same shapes, even when training touched only some layers (every element of a trained
+    matrix moves). That is a few MB of a multi-GB checkpoint, read in tensor order.
     """
     size = path.stat().st_size
     h.update(f"{path.name}\0{size}\0".encode())
     with path.open("rb") as f:
         header_len = int.from_bytes(f.read(8), "little") if size >= 8 else 0
-        h.update(f.read(min(header_len, size)))
-        for start in (0, max(0, size // 2 - _FINGERPRINT_SAMPLE // 2), max(0, size - _FINGERPRINT_SAMPLE)):
-            f.seek(start)
-            h.update(f.read(_FINGERPRINT_SAMPLE))
+        header = f.read(min(header_len, size))
+        h.update(header)
+        try:
+            spans = sorted(tuple(v["data_offsets"]) for k, v in json.loads(header).items() if k != "__metadata__")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            spans = [(0, size - 8 - len(header))]  # not a readable header: sample the file as one span
+        base = 8 + len(header)
+        for begin, end in spans:
+            for start in sorted({begin, max(begin, end - _TENSOR_SAMPLE)}):
+                f.seek(base + start)
+                h.update(f.read(min(_TENSOR_SAMPLE, end - start)))
 
 
 def fingerprint_folder(folder: Path) -> str:
     """Content fingerprint of a checkpoint folder: config.json and every weight file (names, sizes, headers,
-    data samples). The same files give the same fingerprint wherever they live and however the path is spelled.
+    a sample of every tensor). The same files give the same fingerprint wherever they live and however the path is spelled.
 
     Raises:
         ModelError: the folder has no config.json or no weights.
