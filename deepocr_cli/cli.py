@@ -174,8 +174,9 @@ CONVERT_HELP = (
     "A rerun does only the missing work: a document is "
     "up to date when every requested output is there and unchanged for the same source, checkpoint (by content, "
     "however --model spells it) and settings; a deleted NAME.md (or any requested format missing) is restored from NAME.json without the model; "
-    "failed pages are retried and finished ones kept; truncated pages are kept (exit 3) unless the settings "
-    "change or --retry-truncated is given; an interrupted run resumes."
+    "failed pages are retried and finished ones kept; truncated pages are kept (exit 3) until "
+    "--max-new-tokens changes or --retry-truncated is given, and a new limit keeps the pages that ended within it; "
+    "an interrupted run resumes."
 )
 
 

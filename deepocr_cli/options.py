@@ -14,6 +14,8 @@ from deepocr_cli.planning.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
 AUTO = "auto"
 TASKS = ("markdown", "free")
+#: Output settings judged per page rather than in the document key (see `ConvertOptions.key_settings`).
+PAGE_LEVEL_SETTINGS = ("max_new_tokens",)
 #: `--device` values: auto, cpu, mps, cuda or cuda:N (availability is checked when the model loads).
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 #: `--dtype` spellings, as `model.loading.resolve_dtype` accepts them.
@@ -95,10 +97,19 @@ class ConvertOptions:
             raise UsageError(f"--dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
 
     def output_settings(self) -> dict:
-        """The settings that determine a document's output; a change of any of them reconverts it."""
+        """The settings that determine a document's output (recorded in its JSON)."""
         keep = (
             "mode", "min_tiles", "max_tiles", "pages", "task", "max_new_tokens", "max_compression",
             "min_mode", "max_mode", "escalate", "deep", "deep_max_per_page", "ngram_size", "ngram_window",
         )
         d = asdict(self)
         return {k: d[k] for k in keep}
+
+    def key_settings(self) -> dict:
+        """The settings in a document's up-to-date key: a change of any of them reconverts it.
+
+        `--max-new-tokens` is judged page by page instead (greedy decoding gives the same text under any limit
+        the page stayed within): a page that ended within the new limit is kept, a truncated one is retried when
+        the limit changed (`run.state.page_still_valid`).
+        """
+        return {k: v for k, v in self.output_settings().items() if k not in PAGE_LEVEL_SETTINGS}

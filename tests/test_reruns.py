@@ -187,6 +187,43 @@ def test_truncated_pages_are_kept_and_said_so_until_settings_change(random_check
     assert probe.requests == 2 and rep["files"][0]["pages"] == 2
 
 
+def test_a_new_token_limit_redoes_only_the_pages_it_affects(scripted_checkpoint: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pdf = make_pdf(tmp_path / "book.pdf", pages=3)
+    probe = Probe(monkeypatch)
+
+    def run(limit: int) -> tuple[int, int]:
+        probe.reset()
+        r = runner.invoke(app, ["convert", "--model", str(scripted_checkpoint), "--mode", "tiny", "--no-deep",
+                                "--max-new-tokens", str(limit), str(pdf)])
+        return r.exit_code, probe.requests
+
+    assert run(5) == (3, 3)  # every page cut at 5 tokens
+    assert run(40) == (0, 3)  # the limit that cut them changed: retried, and they end on their own
+    ended = [p["generated_tokens"] for p in json.loads((tmp_path / "book.json").read_text())["pages"]]
+    assert max(ended) < 40
+    assert run(60) == (0, 0) and probe.loads == 0  # a higher limit changes nothing for pages that ended
+    assert run(5) == (3, 3)  # a limit below what they needed: those pages again
+
+
+def test_a_failed_page_is_retried_under_a_new_limit_and_finished_pages_kept(
+        scripted_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pdf = make_pdf(tmp_path / "book.pdf", pages=3)
+    probe = Probe(monkeypatch, fail_prepare_call=3)
+    r, _ = convert(scripted_checkpoint, str(pdf))
+    assert r.exit_code == 3 and probe.requests == 2
+    probe.reset()
+    probe.fail_prepare_call = None
+    r = runner.invoke(app, ["convert", "--model", str(scripted_checkpoint), "--mode", "tiny", "--no-deep",
+                            "--max-new-tokens", "40", str(pdf), "--json"])
+    assert r.exit_code == 0 and probe.requests == 1 and json.loads(r.stdout)["totals"]["resumed_pages"] == 2
+    # --force redoes everything.
+    probe.reset()
+    r = runner.invoke(app, ["convert", "--model", str(scripted_checkpoint), "--mode", "tiny", "--no-deep",
+                            "--max-new-tokens", "40", str(pdf), "--force"])
+    assert r.exit_code == 0 and probe.requests == 3
+
+
 # ----------------------------------------------------------------------------- 3. the same model is the same model
 
 

@@ -13,7 +13,7 @@ from deepocr_cli.errors import UsageError
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.paths import output_paths
 from deepocr_cli.outputs.results import PageResult
-from deepocr_cli.run.state import DocumentLock, PartialPages, decide, sha256_file, state_key
+from deepocr_cli.run.state import DocumentLock, PartialPages, decide, page_still_valid, sha256_file, state_key
 
 
 def _page(i: int) -> PageResult:
@@ -90,3 +90,13 @@ def test_output_settings_exclude_runtime_knobs() -> None:
     a = ConvertOptions(model="m", device="cpu", batch_size=2).output_settings()
     b = ConvertOptions(model="m", device="cuda", batch_size=64).output_settings()
     assert a == b and a["mode"] == "auto"
+
+
+def test_a_kept_page_stands_only_under_settings_that_would_repeat_it() -> None:
+    ended = _page(0)  # ended on its own after 3 tokens
+    cut = PageResult(index=1, width=10, height=20, mode="base", grid=(1, 1), vision_tokens=256, image_embeddings=273,
+                     generated_tokens=8, truncated=True)
+    assert page_still_valid(ended, False, 3) and page_still_valid(ended, True, 100)
+    assert not page_still_valid(ended, False, 2)  # the new limit would cut it
+    assert page_still_valid(cut, False, 8) and not page_still_valid(cut, True, 8)
+    assert not page_still_valid(cut, False, 9) and not page_still_valid(cut, False, 7)

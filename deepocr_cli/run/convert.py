@@ -89,11 +89,11 @@ def convert(
         except OSError as e:
             file_failed(report, reporter, str(src.path), f"unreadable: {e.strerror or e}")
             continue
-        doc = Doc(src, paths_, sha, state_key(sha, {"fingerprint": identity.key}, settings))
+        doc = Doc(src, paths_, sha, state_key(sha, {"fingerprint": identity.key}, options.key_settings()))
         if options.force or options.stdout:
             todo.append(doc)
             continue
-        verdict = decide(paths_, doc.key, options.formats, options.retry_truncated)
+        verdict = decide(paths_, doc.key, options.formats, options.retry_truncated, options.max_new_tokens)
         if verdict.action == "current":
             _report(report, reporter, _current_report(doc, verdict))
         elif verdict.action == "rewrite":

@@ -144,6 +144,8 @@ def write_state(paths: OutputPaths, key: str, doc: DocResult, formats: Collectio
         "pages": len(doc.pages),
         "failed": [p.index for p in doc.pages if p.error is not None],
         "truncated": [p.index for p in doc.pages if p.truncated],
+        "max_new_tokens": doc.settings.get("max_new_tokens"),
+        "longest": max((p.generated_tokens for p in doc.pages if p.error is None and not p.truncated), default=0),
         "files": files,
         "images": crop_links(doc),
     }
@@ -179,6 +181,9 @@ def read_state(paths: OutputPaths, key: str) -> dict | None:
             "state_key": key, "status": doc.get("status"), "pages": len(pages),
             "failed": [p["index"] for p in pages if p.get("error")],
             "truncated": [p["index"] for p in pages if p.get("truncated")],
+            "max_new_tokens": (doc.get("settings") or {}).get("max_new_tokens"),
+            "longest": max((int(p.get("generated_tokens") or 0) for p in pages
+                            if not p.get("error") and not p.get("truncated")), default=0),
             "files": files,
             "images": sorted({link for p in pages for b in p.get("blocks") or [] for link in b.get("image_paths") or []}),
         }
@@ -208,11 +213,13 @@ class Verdict:
     record: dict | None = None
 
 
-def decide(paths: OutputPaths, key: str, formats: Collection[str], retry_truncated: bool = False) -> Verdict:
+def decide(paths: OutputPaths, key: str, formats: Collection[str], retry_truncated: bool = False,
+           max_new_tokens: int | None = None) -> Verdict:
     """Whether a document is up to date: every requested output there and current, no page left to retry.
 
-    Failed pages are always retried; truncated ones only with ``retry_truncated`` (the same settings would
-    truncate them again; changed settings change ``key``).
+    Failed pages are always retried. Truncated pages are retried with ``retry_truncated`` or when
+    ``max_new_tokens`` differs from the limit they were cut at (the same limit would cut them again); pages that
+    ended within a new limit are kept, and only a limit below the longest of them reconverts those pages.
     """
     rec = read_state(paths, key)
     if rec is None:
@@ -220,8 +227,12 @@ def decide(paths: OutputPaths, key: str, formats: Collection[str], retry_truncat
     if rec.get("failed"):
         return Verdict("convert", f"{len(rec['failed'])} failed page(s) to retry", record=rec)
     truncated = len(rec.get("truncated") or [])
-    if truncated and retry_truncated:
-        return Verdict("convert", f"{truncated} truncated page(s) to retry", record=rec)
+    limit_changed = max_new_tokens is not None and rec.get("max_new_tokens") != max_new_tokens
+    if truncated and (retry_truncated or limit_changed):
+        why = "--retry-truncated" if retry_truncated else f"--max-new-tokens {max_new_tokens}"
+        return Verdict("convert", f"{truncated} truncated page(s) to retry ({why})", record=rec)
+    if max_new_tokens is not None and int(rec.get("longest") or 0) > max_new_tokens:
+        return Verdict("convert", f"pages longer than --max-new-tokens {max_new_tokens} to redo", record=rec)
     files = rec.get("files") or {}
     stale = [n for n in formats if not _is_current(FORMATS[n].path(paths), files.get(n))]
     folder = paths.json.parent
@@ -232,6 +243,35 @@ def decide(paths: OutputPaths, key: str, formats: Collection[str], retry_truncat
         what = ", ".join([FORMATS[n].path(paths).name for n in stale] + ([f"{len(crops)} figure crop(s)"] if crops else []))
         return Verdict("rewrite", f"restored {what} from {paths.json.name}", stale, crops, truncated, rec)
     return Verdict("convert", "outputs missing or changed: " + ", ".join(stale or ["figure crops"]), record=rec)
+
+
+def page_still_valid(page: PageResult, retry_truncated: bool, max_new_tokens: int | None) -> bool:
+    """Whether a page an earlier run finished (same key) stands under the current settings.
+
+    A failed page never does. A truncated page stopped at exactly its limit (``generated_tokens``): it stands while
+    the limit is the same and ``retry_truncated`` is off. A page that ended on its own stands under any limit it
+    stayed within (greedy decoding repeats it token for token).
+    """
+    if page.error is not None:
+        return False
+    if page.truncated:
+        return not retry_truncated and (max_new_tokens is None or page.generated_tokens == max_new_tokens)
+    return max_new_tokens is None or page.generated_tokens <= max_new_tokens
+
+
+def kept_pages(partial: PartialPages, json_path: Path, retry_truncated: bool = False,
+               max_new_tokens: int | None = None) -> dict[int, PageResult]:
+    """The pages a conversion can keep: those of the partial-page record, or, when there is none, of a JSON
+    output written for the same key; only pages still valid under the current settings (`page_still_valid`)."""
+    pages = partial.load()
+    if not pages:
+        try:
+            data = json.loads(json_path.read_text(encoding="utf-8"))
+            if (data.get("settings") or {}).get("state_key") == partial.key:
+                pages = {int(p["index"]): PageResult.from_json(p) for p in data.get("pages") or []}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pages = {}
+    return {i: p for i, p in pages.items() if page_still_valid(p, retry_truncated, max_new_tokens)}
 
 
 #: Longest one batch should run: its pages are checkpointed when it ends, so a kill loses about this much work.
@@ -269,11 +309,9 @@ class PartialPages:
         self.path = path
         self.key = key
 
-    def load(self, retry_truncated: bool = False) -> dict[int, PageResult]:
-        """Pages finished by an earlier run with the same key (empty if none or another key).
-
-        Failed pages are left out (they are retried), and truncated ones with ``retry_truncated``.
-        """
+    def load(self) -> dict[int, PageResult]:
+        """Pages recorded by an earlier run with the same key, the last record of each page winning (empty if none
+        or another key); `kept_pages` decides which of them still stand."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except OSError:
@@ -292,10 +330,7 @@ class PartialPages:
                 page = PageResult.from_json(rec)
             except (KeyError, TypeError, ValueError):
                 continue
-            if page.error is None and not (retry_truncated and page.truncated):
-                pages[page.index] = page
-            else:
-                pages.pop(page.index, None)
+            pages[page.index] = page
         return pages
 
     def start(self, keep: Iterable[PageResult]) -> None:
