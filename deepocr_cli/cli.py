@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import signal
 import sys
 import time
-import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from deepocr_cli import __version__
+from deepocr_cli.cli_support import Command, error_report
+from deepocr_cli.cli_support import bug as _bug
+from deepocr_cli.cli_support import fail as _fail
+from deepocr_cli.cli_support import print_json as _print_json
+from deepocr_cli.cli_support import quiet_broken_pipe as _quiet_broken_pipe
+from deepocr_cli.cli_support import rates_identity as _rates_identity
+from deepocr_cli.cli_support import read_paths as _read_paths
+from deepocr_cli.cli_support import setup_logging as _setup_logging
+from deepocr_cli.cli_support import sigterm_as_interrupt as _sigterm_as_interrupt
+from deepocr_cli.cli_support import split_csv as _split_csv
 from deepocr_cli.errors import DeepOcrError, ExitCode, UsageError
 from deepocr_cli.options import AUTO, DEVICE_RE, DTYPES, ConvertOptions, default_model
-
-if TYPE_CHECKING:
-    from deepocr_cli.run.report import RunReport
 
 log = logging.getLogger("deepocr")
 
@@ -41,29 +43,6 @@ reported and skipped, and that run reports its outcome."""
 
 #: Option groups in --help, in this order. Flags other issues add take one of these panels.
 INPUT, MODEL, OUTPUT, RUN = "Input", "Model", "Output", "Run"
-
-
-class Command(TyperCommand):
-    """A command whose usage errors still print the one JSON report `--json` promises (exit 2)."""
-
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except Exception as e:
-            # Click's UsageError (Typer vendors its own click): exit code 2 and a formatted message.
-            if "--json" in args and getattr(e, "exit_code", None) == ExitCode.USAGE and hasattr(e, "format_message"):
-                _print_json(error_report(ExitCode.USAGE, e.format_message()))
-            raise
-
-
-def _metavar_only(self: TyperOption | TyperArgument, ctx: typer.Context) -> str | None:
-    """--help shows a value's named placeholder (N, PATH, RANGES) or nothing, never a Python type tag."""
-    return self.metavar
-
-
-# Typer prints the annotation (`<bool>`, `<list[Path]>`) beside each option; the placeholders read better.
-TyperOption.display_type_rich = _metavar_only  # type: ignore[method-assign]
-TyperArgument.display_type_rich = _metavar_only  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="deepocr",
@@ -89,74 +68,6 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """Convert PDFs and images to Markdown and JSON with DeepSeek-OCR."""
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level if verbose > 1 else logging.WARNING)
-    log.setLevel(level)
-
-
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM (cron timeouts, `kill`) stops a run like Ctrl-C: finished results stay written."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread (e.g. inside a test runner)
-        signal.signal(signal.SIGTERM, handler)
-
-
-def _fail(err: DeepOcrError, verbose: int) -> typer.Exit:
-    typer.echo(f"deepocr: error: {err}", err=True)
-    if verbose:
-        traceback.print_exc(file=sys.stderr)
-    return typer.Exit(int(err.exit_code))
-
-
-def _bug(err: BaseException, verbose: int) -> typer.Exit:
-    typer.echo(f"deepocr: unexpected error: {type(err).__name__}: {err}", err=True)
-    if verbose:
-        traceback.print_exc(file=sys.stderr)
-    else:
-        typer.echo("deepocr: rerun with -v for the traceback, and please report it", err=True)
-    return typer.Exit(int(ExitCode.INTERNAL))
-
-
-def error_report(code: ExitCode, error: str, report: RunReport | None = None) -> dict:
-    """The `--json` report of a run that ended on an error: the same shape as a finished run's, with what it
-    did before the error (files reported so far), ``status`` "error" (or "interrupted") and the error."""
-    from deepocr_cli.run.report import RunReport
-
-    out = (report or RunReport()).to_json()
-    out.update(status="interrupted" if code == ExitCode.INTERRUPTED else "error", exit_code=int(code), error=error)
-    return out
-
-
-def _print_json(data: dict) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def _read_paths(paths: list[Path], null: bool) -> list[Path]:
-    """Expand `-` into paths read from stdin (one per line, or NUL-separated with -0)."""
-    out: list[Path] = []
-    for p in paths:
-        if str(p) == "-":
-            data = sys.stdin.read()
-            items = data.split("\0") if null else data.splitlines()
-            out.extend(Path(x) for x in items if x.strip())
-        else:
-            out.append(p)
-    return out
-
-
-def _split_csv(values: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
 def _formats_help() -> str:
@@ -391,34 +302,6 @@ def plan(
     except BrokenPipeError:
         _quiet_broken_pipe()
     raise typer.Exit(int(ExitCode.PARTIAL if failed else ExitCode.OK))
-
-
-def _rates_identity(options: ConvertOptions) -> tuple[str | None, str | None]:
-    """The checkpoint fingerprint and device type whose measured rates `plan` uses; (None, None) when the
-    checkpoint is not on this machine (plan never downloads it) or no rates were measured at all."""
-    from deepocr_cli.planning.rates import rates_path
-
-    if not rates_path().is_file():
-        return None, None
-    from deepocr_cli.checkpoints import checkpoint_identity
-
-    try:
-        key = checkpoint_identity(options.model, options.revision, download=False).key
-    except DeepOcrError:
-        return None, None
-    device = options.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else (
-            "mps" if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else "cpu")
-    return key, device
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader went away (`| head`): stop writing, exit as if done, and keep Python's exit flush quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main() -> None:
