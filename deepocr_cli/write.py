@@ -15,6 +15,8 @@ from typing import IO, Any
 from PIL import Image
 
 from deepocr_cli.errors import OutputError
+from deepocr_cli.outputs.blockmd import blocks_markdown
+from deepocr_cli.outputs.page import PARSER_VERSION
 from deepocr_cli.parse import Box
 from deepocr_cli.results import SCHEMA_VERSION, DocResult, PageResult
 
@@ -191,10 +193,6 @@ def _comment(text: str) -> str:
     return "<!-- " + " ".join(text.replace("--", "- -").split()) + " -->"
 
 
-def _alt(text: str | None) -> str:
-    return " ".join((text or "").replace("[", "(").replace("]", ")").split())
-
-
 def _page_markdown(page: PageResult) -> list[str]:
     number = page.index + 1
     parts = [f"<!-- page {number} -->"]
@@ -203,31 +201,19 @@ def _page_markdown(page: PageResult) -> list[str]:
     if page.truncated:
         parts.append(
             _comment(
-                f"deepocr: page {number} is truncated: generation stopped without end-of-sentence after "
-                f"{page.generated_tokens} tokens; the text below may be incomplete or repetitive"
+                f"deepocr: page {number} is truncated: generation stopped without end-of-sentence"
+                + (f" after {page.generated_tokens} tokens" if page.generated_tokens else "")
+                + "; the text below may be incomplete or repetitive"
             )
         )
-    for block in page.blocks:
-        if block.label == "image":
-            figure = block.figure
-            alt = _alt(getattr(figure, "alt_text", None)) if figure is not None else ""
-            parts.extend(
-                f"![{alt}]({link})" for link in block.image_paths or filter(None, [block.image_path])
-            )
-            figure_md = figure.markdown().strip() if figure is not None else ""  # type: ignore[attr-defined]
-            if figure_md:
-                parts.append(figure_md)
-            if block.content:
-                parts.append(block.content)
-        elif block.content:
-            parts.append(block.content)
+    parts.extend(blocks_markdown(page.blocks, page.repetition))
     return parts
 
 
 def render_markdown(doc: DocResult) -> str:
     """Render a document as Markdown.
 
-    Blocks come in reading order with grounding tags removed; tables stay HTML and math stays LaTeX.
+    Blocks come in reading order with grounding tags removed (rules: `deepocr_cli.outputs.blockmd`).
     Each page starts with a ``<!-- page N -->`` line and pages are separated by a horizontal rule;
     truncated and failed pages carry an explanatory comment.
     """
@@ -259,6 +245,7 @@ def render_json(doc: DocResult) -> dict[str, Any]:
         "pages": len(doc.pages),
         "pages_failed": sum(p.error is not None for p in doc.pages),
         "pages_truncated": sum(p.truncated for p in doc.pages),
+        "pages_repeating": sum(bool(p.repetition) for p in doc.pages),
         "blocks": sum(len(p.blocks) for p in doc.pages),
         "generated_tokens": sum(p.generated_tokens for p in doc.pages),
         "vision_tokens": sum(p.vision_tokens for p in doc.pages),
@@ -266,6 +253,7 @@ def render_json(doc: DocResult) -> dict[str, Any]:
     }
     return {
         "schema_version": SCHEMA_VERSION,
+        "parser_version": PARSER_VERSION,
         "source": {
             "path": doc.source_rel,
             "size": doc.size,

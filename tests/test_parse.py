@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
-from golden import RAW, H, W, check_golden, raw
+from golden import H, W, raw
 
 from deepocr_cli.parse import (
     COORD_MAX,
@@ -17,14 +14,6 @@ from deepocr_cli.parse import (
     strip_markup,
     to_pixels,
 )
-from deepocr_cli.results import block_to_json
-
-
-@pytest.mark.parametrize("name", sorted(p.name for p in RAW.glob("*.txt")))
-def test_golden_blocks(name: str) -> None:
-    page = parse_grounded(raw(name), W, H)
-    dump = {"blocks": [block_to_json(b) for b in page.blocks], "warnings": page.warnings}
-    check_golden(name.replace(".txt", ".blocks.json"), json.dumps(dump, ensure_ascii=False, indent=2) + "\n")
 
 
 def test_paper_page_blocks_labels_and_pixel_maths() -> None:

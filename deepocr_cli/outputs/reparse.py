@@ -1,0 +1,111 @@
+"""Re-render without the model: one raw page (`deepocr parse`) or a whole converted document from the
+``raw_text`` its JSON already holds (`deepocr convert --reparse`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepocr_cli.errors import DeepOcrError
+from deepocr_cli.outputs.page import PARSER_VERSION, read_page
+from deepocr_cli.parse import EOS
+from deepocr_cli.results import DocResult, PageResult
+
+log = logging.getLogger(__name__)
+
+#: Page size `deepocr parse` assumes when none is given (pixels).
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 1000, 1400
+
+
+def reparse_page(page: PageResult, task: str) -> None:
+    """Rebuild a page's blocks, warnings and loops from its ``raw_text`` with the current parser (in place).
+
+    Deep-parsing answers stored on image blocks are classified again from their raw answer and stay with
+    the image block of the same boxes; crop links are cleared (the caller saves crops again).
+    """
+    if page.error is not None and not page.raw_text:
+        return
+    figures = {tuple(b.boxes): b.figure for b in page.blocks if b.label == "image" and b.figure is not None}
+    parsed = read_page(page.raw_text, page.width, page.height, task)
+    page.blocks, page.repetition = parsed.blocks, parsed.repetition
+    page.warnings = [w for w in page.warnings if w.startswith("truncated")] + parsed.warnings
+    for block in page.blocks:
+        stored = figures.get(tuple(block.boxes))
+        if block.label == "image" and stored is not None:
+            block.figure = refresh_figure(stored)
+
+
+def refresh_figure(stored: Any) -> Any:
+    """A stored deep-parsing result classified again from its raw answer with the current rules."""
+    from deepocr_cli.figures import classify_figure_answer
+
+    data = stored.to_json() if hasattr(stored, "to_json") else {}
+    if isinstance(data, dict) and isinstance(data.get("raw"), str):
+        return classify_figure_answer(data["raw"], truncated=bool(data.get("truncated")))
+    return stored
+
+
+def page_from_raw(
+    raw: str,
+    width: int = DEFAULT_WIDTH,
+    height: int = DEFAULT_HEIGHT,
+    task: str = "markdown",
+    truncated: bool = False,
+) -> PageResult:
+    """A one-page result built from raw model output, exactly as `convert` builds it after generation."""
+    text = raw[: raw.rstrip().rfind(EOS)] if raw.rstrip().endswith(EOS) else raw
+    page = PageResult(
+        index=0, width=width, height=height, mode="unknown", grid=(1, 1), vision_tokens=0,
+        image_embeddings=0, raw_text=text, truncated=truncated,
+    )
+    reparse_page(page, task)
+    if truncated:
+        page.warnings.append("truncated: the model stopped at --max-new-tokens without finishing the page")
+    return page
+
+
+def single_page_doc(page: PageResult, name: str = "page") -> DocResult:
+    """Wrap one page into a document, for rendering it like a converted file."""
+    return DocResult(Path(name), name, 0, "", 1, {}, {}, [page])
+
+
+@dataclass
+class ReparseOutcome:
+    """What `reparse_document` did to one document."""
+
+    json_path: Path
+    pages: int
+    crops: int
+    warning: str | None = None
+
+
+def load_document(json_path: Path) -> tuple[dict, list[PageResult]]:
+    """Read a written ``NAME.json`` back: its top-level dict and its pages.
+
+    Raises:
+        DeepOcrError: the file is missing, not JSON, or not a deepocr document.
+    """
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        pages = [PageResult.from_json(p) for p in data["pages"]]
+    except FileNotFoundError:
+        raise DeepOcrError(f"{json_path}: no JSON output to reparse; convert it first") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DeepOcrError(f"{json_path}: not a deepocr JSON output ({type(e).__name__}: {e})") from None
+    return data, pages
+
+
+__all__ = [
+    "DEFAULT_HEIGHT",
+    "DEFAULT_WIDTH",
+    "PARSER_VERSION",
+    "ReparseOutcome",
+    "load_document",
+    "page_from_raw",
+    "refresh_figure",
+    "reparse_page",
+    "single_page_doc",
+]

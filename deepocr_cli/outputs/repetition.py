@@ -1,0 +1,212 @@
+"""Find the loops DeepSeek-OCR falls into, in finished output, and cut them down to one copy.
+
+The official n-gram blocking (facts §4.4) only forbids an exact 20-gram repeated inside a 50..90-token window,
+so the model still loops with longer periods: a line, a table row, a list item or a CJK phrase written dozens of
+times, sometimes followed by a normal end-of-sentence. Truncation (no EOS) catches only the loops that run into
+the token limit; this module finds the others by looking for tandem repeats in the text itself.
+
+The text is split into tokens that ignore whitespace and box coordinates: a word, a number, one CJK character,
+one punctuation mark, one HTML tag or grounding tag, or a whole ``<|det|>...<|/det|>`` span (so a block repeated
+with shifted boxes still counts as a copy). A run of ``k`` exact copies of a unit of ``p`` tokens is a loop when
+the unit carries words (real repeated structure, such as blank form rows, dot leaders or rows of zeros, is
+mostly tags and punctuation) and there are enough copies of enough words (see `is_loop`). Nothing here parses
+markup; the page parser runs on the cut text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Longest unit searched, in tokens: a long paragraph or a wide table row.
+MAX_PERIOD = 400
+#: Fewest copies of a loop that runs to the end of the output (then EOS or the token limit).
+MIN_COPIES_AT_END = 4
+#: Fewest copies of a loop followed by other content (the model broke out of it and went on).
+MIN_COPIES_INSIDE = 8
+#: Fewest words (see `_weight`) over all copies, at the end of the output / inside it.
+MIN_WORDS_AT_END = 24
+MIN_WORDS_INSIDE = 40
+#: A unit without any word (blank rows, rules, leaders) is a loop only beyond this many copies: a page cannot
+#: hold that many real rows.
+MIN_COPIES_CONTENTLESS = 100
+#: At most this many loops are reported per page.
+MAX_LOOPS = 4
+
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+_TOKEN_RE = re.compile(
+    r"(?P<det><\|det\|>[^<]{0,400}?(?:<\|/det\|>|(?=<)|$))"
+    r"|(?P<tag><\|/?[A-Za-z_]+\|>|<｜[^｜]{1,40}｜>|</?[A-Za-z][^<>]{0,200}>)"
+    rf"|(?P<cjk>[{_CJK}])"
+    rf"|(?P<word>(?:(?![{_CJK}])\w)+)"
+    r"|(?P<punct>\S)"
+)
+_BOUNDARY_TAGS = ("<tr>", "<|ref|>", "<table>", "<tr")
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One run of repeated text and how it was cut.
+
+    Attributes:
+        start: character offset of the first copy in the text given to `find_loops`.
+        period: characters of one copy (whitespace between copies included).
+        period_tokens: tokens of one copy (see the module docstring).
+        copies: complete copies found (a cut-off last copy is not counted).
+        unit: the repeated text, whitespace collapsed, at most 160 characters.
+        cut: ``(begin, end)`` character span removed from the text: every copy after the first.
+        at_end: nothing but markup follows the loop (the model looped until it stopped).
+    """
+
+    start: int
+    period: int
+    period_tokens: int
+    copies: int
+    unit: str
+    cut: tuple[int, int]
+    at_end: bool
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (the page's ``repetition`` entries)."""
+        d = asdict(self)
+        d["cut"] = list(self.cut)
+        return d
+
+
+def _weight(kind: str, text: str) -> float:
+    """How much a token counts as words: a CJK character or a word 1, a bare number 0.5, markup 0."""
+    if kind == "cjk":
+        return 1.0
+    if kind == "word":
+        return 0.5 if text.isdigit() else 1.0
+    return 0.0
+
+
+def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
+    """Token ids, start offsets, word weights and "starts a line or a row" flags."""
+    ids: list[int] = []
+    starts: list[int] = []
+    weights: list[float] = []
+    boundary: list[bool] = []
+    vocab: dict[str, int] = {}
+    prev_end = 0
+    for m in _TOKEN_RE.finditer(text):
+        kind = m.lastgroup or "punct"
+        tok = "<det>" if kind == "det" else m.group()
+        ids.append(vocab.setdefault(tok, len(vocab)))
+        starts.append(m.start())
+        weights.append(_weight(kind, tok))
+        boundary.append(prev_end == 0 or "\n" in text[prev_end : m.start()] or tok.startswith(_BOUNDARY_TAGS))
+        prev_end = m.end()
+    return (
+        np.asarray(ids, dtype=np.int64),
+        np.asarray(starts, dtype=np.int64),
+        np.asarray(weights, dtype=np.float64),
+        boundary,
+    )
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_loop(copies: int, words_per_copy: float, at_end: bool) -> bool:
+    """The decision rule, kept apart so that tests and the README can state it.
+
+    Args:
+        copies: complete copies in the run.
+        words_per_copy: word weight of one copy (CJK character or word 1, bare number 0.5, markup 0).
+        at_end: only markup follows the run.
+    """
+    if words_per_copy == 0:
+        return copies >= MIN_COPIES_CONTENTLESS
+    if at_end:
+        return copies >= MIN_COPIES_AT_END and copies * words_per_copy >= MIN_WORDS_AT_END
+    return copies >= MIN_COPIES_INSIDE and copies * words_per_copy >= MIN_WORDS_INSIDE
+
+
+def _runs(ids: np.ndarray, period: int, min_len: int) -> list[tuple[int, int]]:
+    """Maximal runs ``(a, length)`` where ``ids[i] == ids[i + period]`` for every i in the run."""
+    eq = ids[:-period] == ids[period:]
+    if not eq.any():
+        return []
+    padded = np.concatenate(([0], eq.astype(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(padded))
+    out = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if b - a >= min_len:
+            out.append((int(a), int(b - a)))
+    return out
+
+
+def find_loops(text: str) -> list[Loop]:
+    """Find the loops in one page of model output.
+
+    Args:
+        text: the page's raw output (EOS removed); markup may be present.
+
+    Returns:
+        The loops, in text order, non-overlapping; at most `MAX_LOOPS`.
+    """
+    ids, starts, weights, boundary = _tokenize(text)
+    n = len(ids)
+    if n < 2 * 2:
+        return []
+    cum = np.concatenate(([0.0], np.cumsum(weights)))
+    candidates: list[tuple[int, int, Loop]] = []
+    for p in range(1, min(MAX_PERIOD, n // 2) + 1):
+        for a, length in _runs(ids, p, p):  # at least two copies
+            end = a + length + p  # periodic stretch is tokens [a, end)
+            # Start the unit at a line or row start when one lies inside the first copy: the kept copy then
+            # reads naturally and the cut falls between lines.
+            first = next((i for i in range(a, a + p) if boundary[i]), a)
+            if (end - first) // p < 2:
+                first = a
+            copies = (end - first) // p
+            words = float(cum[first + p] - cum[first])
+            tail_words = float(cum[n] - cum[end])
+            at_end = tail_words <= 1.0
+            if not is_loop(copies, words, at_end):
+                continue
+            cut_begin = int(starts[first + p])
+            unit_text = text[starts[first] : starts[first + p]]
+            cut_end = int(starts[end]) if end < n else len(text)
+            if at_end and end < n:
+                # The last copy was cut off mid-word by the token limit: the tail is how the unit goes on.
+                phase = (end - first) % p
+                going_on = text[starts[first + phase] : starts[first + p]] + unit_text
+                if _squash(going_on).startswith(_squash(text[cut_end:])):
+                    cut_end = len(text)
+            loop = Loop(
+                start=int(starts[first]),
+                period=len(unit_text),
+                period_tokens=p,
+                copies=copies,
+                unit=" ".join(unit_text.split())[:160],
+                cut=(cut_begin, cut_end),
+                at_end=at_end,
+            )
+            candidates.append((end - first, -p, loop))
+    chosen: list[Loop] = []
+    for _, _, loop in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
+        span = (loop.start, loop.cut[1])
+        if any(span[0] < other.cut[1] and other.start < span[1] for other in chosen):
+            continue
+        chosen.append(loop)
+        if len(chosen) == MAX_LOOPS:
+            break
+    return sorted(chosen, key=lambda lp: lp.start)
+
+
+def cut_loops(text: str, loops: list[Loop]) -> str:
+    """Remove every copy after the first of each loop (a cut-off last copy included)."""
+    out: list[str] = []
+    pos = 0
+    for loop in sorted(loops, key=lambda lp: lp.cut[0]):
+        begin, end = loop.cut
+        out.append(text[pos:begin])
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,62 @@
+"""One check for every Markdown the test suite writes: CommonMark structure, and no model markup left."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+from markdown_it import MarkdownIt
+
+_MD = MarkdownIt("commonmark")
+#: A box list as the model writes it: ``[[37, 48, 279, 140]]`` or a single ``[37, 48, 279, 140]``.
+COORDS_RE = re.compile(r"\[\s*\[?\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*\]")
+_VOID = {"br", "img", "hr"}
+
+
+class _Balance(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> does not close {self.stack[-1:] or 'anything'}")
+        else:
+            self.stack.pop()
+
+
+def assert_clean_markdown(md: str) -> None:
+    """Fail unless ``md`` reads as intended CommonMark with no grounding markup.
+
+    Checked: no ``<|``/``|>``, no special strings, no raw coordinate list; every HTML block (tables) is
+    balanced and self-contained, so it cannot swallow the Markdown after it; every line that looks like an
+    ATX heading parses as a heading; every image link parses as an image.
+    """
+    assert "<|" not in md and "|>" not in md, "grounding tag left in Markdown"
+    assert "｜" not in md, "special token string left in Markdown"
+    assert not COORDS_RE.search(md), f"coordinate list left in Markdown: {COORDS_RE.search(md)[0]!r}"
+    tokens = _MD.parse(md)
+    headings = sum(1 for t in tokens if t.type == "heading_open")
+    assert headings == len(re.findall(r"^#{1,6} \S", md, flags=re.M)) - _fenced_hashes(md)
+    images = sum(1 for t in tokens if t.type == "inline" for c in (t.children or []) if c.type == "image")
+    assert images == len(re.findall(r"!\[[^\]\n]*\]\([^)\s]+\)", md))
+    for t in tokens:
+        if t.type != "html_block" or t.content.lstrip().startswith("<!--"):
+            continue
+        checker = _Balance()
+        checker.feed(t.content)
+        checker.close()
+        assert not checker.errors and not checker.stack, f"unbalanced HTML block: {t.content[:120]!r}"
+
+
+def _fenced_hashes(md: str) -> int:
+    """ATX-looking lines inside fenced code (not headings)."""
+    count = 0
+    for block in re.findall(r"^```.*?^```", md, flags=re.M | re.S):
+        count += len(re.findall(r"^#{1,6} \S", block, flags=re.M))
+    return count

@@ -1,0 +1,62 @@
+"""Every realistic raw output under tests/data/raw, through the one page path, against its golden JSON and
+Markdown (tests/data/expected/NAME.page.json, NAME.md; regenerate with DEEPOCR_REGEN=1 and review)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from golden import RAW, H, W, check_golden, raw
+from mdcheck import assert_clean_markdown
+
+from deepocr_cli.outputs.reparse import page_from_raw, single_page_doc
+from deepocr_cli.parse import EOS, parse_html_table
+from deepocr_cli.write import crop_name, render_json, render_markdown
+
+NAMES = sorted(p.name for p in RAW.glob("*.txt"))
+_CELL_RE = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
+
+
+def _page(name: str):
+    text = raw(name)
+    task = "free" if name.startswith("free_") else "markdown"
+    page = page_from_raw(text, W, H, task=task, truncated=not text.rstrip().endswith(EOS))
+    for block in page.blocks:  # the links `convert` gives saved crops
+        if block.label == "image" and block.boxes:
+            block.image_paths = [f"page_images/{crop_name(0, block.index, k if len(block.boxes) > 1 else None)}"
+                                 for k in range(len(block.boxes))]
+            block.image_path = block.image_paths[0]
+    return page
+
+
+def test_there_are_at_least_forty_realistic_outputs() -> None:
+    assert len(NAMES) >= 40
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_page(name: str) -> None:
+    page = _page(name)
+    doc = single_page_doc(page, name)
+    page_json = render_json(doc)["pages"][0]
+    del page_json["raw_text"]  # the input file itself
+    stem = name.removesuffix(".txt")
+    check_golden(f"{stem}.page.json", json.dumps(page_json, ensure_ascii=False, indent=2) + "\n")
+    md = render_markdown(doc)
+    check_golden(f"{stem}.md", md)
+    assert_clean_markdown(md)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_table_cell_is_lost_or_duplicated(name: str) -> None:
+    page = _page(name)
+    if page.repetition:
+        pytest.skip("loops are cut on purpose")
+    text = page.raw_text
+    expected = []
+    for m in re.finditer(r"<table\b.*?(?:</table>|$)", text, re.S):
+        table = parse_html_table(m.group())
+        expected += [c.text for row in table.rows for c in row] if table else []
+    got = [c.text for b in page.blocks if b.table for row in b.table.rows for c in row]
+    assert sorted(got) == sorted(expected)
+    assert all(b.label == "table" for b in page.blocks if b.table is not None)
