@@ -84,10 +84,11 @@ def _weight(kind: str, text: str) -> float:
     return 0.0
 
 
-def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
-    """Token ids, start offsets, word weights and "starts a line or a row" flags."""
+def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[bool]]:
+    """Token ids, start and end offsets, word weights and "starts a line or a row" flags."""
     ids: list[int] = []
     starts: list[int] = []
+    ends: list[int] = []
     weights: list[float] = []
     boundary: list[bool] = []
     vocab: dict[str, int] = {}
@@ -97,12 +98,14 @@ def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]
         tok = "<det>" if kind == "det" else m.group()
         ids.append(vocab.setdefault(tok, len(vocab)))
         starts.append(m.start())
+        ends.append(m.end())
         weights.append(_weight(kind, tok))
         boundary.append(prev_end == 0 or "\n" in text[prev_end : m.start()] or tok.startswith(_BOUNDARY_TAGS))
         prev_end = m.end()
     return (
         np.asarray(ids, dtype=np.int64),
         np.asarray(starts, dtype=np.int64),
+        np.asarray(ends, dtype=np.int64),
         np.asarray(weights, dtype=np.float64),
         boundary,
     )
@@ -150,7 +153,7 @@ def find_loops(text: str) -> list[Loop]:
     Returns:
         The loops, in text order, non-overlapping; at most `MAX_LOOPS`.
     """
-    ids, starts, weights, boundary = _tokenize(text)
+    ids, starts, ends, weights, boundary = _tokenize(text)
     n = len(ids)
     if n < 2 * 2:
         return []
@@ -170,14 +173,16 @@ def find_loops(text: str) -> list[Loop]:
             at_end = tail_words <= 1.0
             if not is_loop(copies, words, at_end):
                 continue
-            cut_begin = int(starts[first + p])
+            # Cut from the end of the first copy to the end of the last, so the whitespace that followed
+            # the last copy (a paragraph break, say) stays.
+            cut_begin = int(ends[first + p - 1])
             unit_text = text[starts[first] : starts[first + p]]
-            cut_end = int(starts[end]) if end < n else len(text)
+            cut_end = int(ends[end - 1]) if end < n else len(text)
             if at_end and end < n:
                 # The last copy was cut off mid-word by the token limit: the tail is how the unit goes on.
                 phase = (end - first) % p
                 going_on = text[starts[first + phase] : starts[first + p]] + unit_text
-                if _squash(going_on).startswith(_squash(text[cut_end:])):
+                if _squash(going_on).startswith(_squash(text[starts[end] :])):
                     cut_end = len(text)
             loop = Loop(
                 start=int(starts[first]),
