@@ -12,7 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.pop("DEEPOCR_MODEL", None)
-# Measured-rate cache (deepocr_cli.rates) goes to a throwaway folder, never the user's ~/.cache.
+# Measured-rate cache (deepocr_cli.planning.rates) goes to a throwaway folder, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepocr-test-cache-")
 
 #: What the scripted checkpoint answers for every prompt: one grounded image block, then EOS. A scripted
@@ -35,3 +35,16 @@ def scripted_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deepocr_cli.model import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt-scripted"), size="tiny", seed=1, script=SCRIPT)
+
+
+@pytest.fixture(autouse=True)
+def _every_markdown_written_is_clean(request: pytest.FixtureRequest):
+    """Every Markdown file a test writes under its tmp_path passes the CommonMark check (tests/mdcheck.py)."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if tmp is None:
+        return
+    from mdcheck import assert_clean_markdown
+
+    for md in Path(tmp).rglob("*.md"):
+        assert_clean_markdown(md.read_text(encoding="utf-8"))

@@ -10,9 +10,11 @@ import pytest
 from golden import RAW, H, W, check_golden, raw
 from mdcheck import assert_clean_markdown
 
+from deepocr_cli.outputs.crops import crop_name
+from deepocr_cli.outputs.json import render_json
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.parse import EOS, parse_html_table
 from deepocr_cli.outputs.reparse import page_from_raw, single_page_doc
-from deepocr_cli.parse import EOS, parse_html_table
-from deepocr_cli.write import crop_name, render_json, render_markdown
 
 NAMES = sorted(p.name for p in RAW.glob("*.txt"))
 _CELL_RE = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)

@@ -1,10 +1,10 @@
-"""Tests for deepocr_cli.parse on recorded-style DeepSeek-OCR outputs (tests/data/raw)."""
+"""Tests for deepocr_cli.outputs.parse on recorded-style DeepSeek-OCR outputs (tests/data/raw)."""
 
 from __future__ import annotations
 
 from golden import H, W, raw
 
-from deepocr_cli.parse import (
+from deepocr_cli.outputs.parse import (
     COORD_MAX,
     EOS,
     Cell,

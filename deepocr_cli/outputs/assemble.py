@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from deepocr_cli.parse import Block
+from deepocr_cli.outputs.parse import Block
 
 #: Caption label -> the label of what it captions.
 CAPTION_TARGET = {"table_caption": "table", "image_caption": "image"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deepocr_cli.outputs.assemble import assemble
+from deepocr_cli.outputs.parse import Block, parse_grounded, strip_eos, strip_markup
 from deepocr_cli.outputs.repetition import cut_loops, find_loops
-from deepocr_cli.parse import Block, parse_grounded, strip_eos, strip_markup
 
 #: Version of the rules that turn raw output into blocks; the JSON records it, and `--reparse` rewrites
 #: outputs made by an older version. Bump it whenever a golden file under tests/data/expected changes.

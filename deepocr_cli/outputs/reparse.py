@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deepocr_cli.errors import DeepOcrError
 from deepocr_cli.outputs.page import PARSER_VERSION, read_page
-from deepocr_cli.parse import EOS
-from deepocr_cli.results import DocResult, PageResult
+from deepocr_cli.outputs.parse import EOS
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def reparse_page(page: PageResult, task: str) -> None:
 
 def refresh_figure(stored: Any) -> Any:
     """A stored deep-parsing result classified again from its raw answer with the current rules."""
-    from deepocr_cli.figures import classify_figure_answer
+    from deepocr_cli.outputs.figures import classify_figure_answer
 
     data = stored.to_json() if hasattr(stored, "to_json") else {}
     if isinstance(data, dict) and isinstance(data.get("raw"), str):
@@ -72,14 +71,49 @@ def single_page_doc(page: PageResult, name: str = "page") -> DocResult:
     return DocResult(Path(name), name, 0, "", 1, {}, {}, [page])
 
 
-@dataclass
-class ReparseOutcome:
-    """What `reparse_document` did to one document."""
+def render_raw(
+    raw: str,
+    fmt: str = "md",
+    width: int = DEFAULT_WIDTH,
+    height: int = DEFAULT_HEIGHT,
+    task: str = "markdown",
+    figure: bool = False,
+    truncated: bool = False,
+) -> str:
+    """What `convert` would write for one page of raw output (`deepocr parse`).
 
-    json_path: Path
-    pages: int
-    crops: int
-    warning: str | None = None
+    Args:
+        raw: the model's output for one page (a trailing EOS is ignored).
+        fmt: ``md`` (the page's part of NAME.md) or ``json`` (its page object in NAME.json).
+        width: pixel width of the page the model saw.
+        height: its pixel height.
+        task: ``markdown`` or ``free``, as `convert --task`.
+        figure: the text is a deep-parsing answer (``Parse the figure.``): show how it is classified.
+        truncated: the output hit the token limit (a JSON ``raw_text`` has no EOS to tell).
+
+    Raises:
+        ValueError: an unknown format or task.
+    """
+    if fmt not in ("md", "json"):
+        raise ValueError(f"--format must be md or json, got {fmt!r}")
+    if figure:
+        from deepocr_cli.outputs.figures import classify_figure_answer
+
+        result = classify_figure_answer(raw, truncated=truncated)
+        if fmt == "json":
+            data = {**result.to_json(), "alt_text": result.alt_text, "figure_markdown": result.markdown()}
+            return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        alt = result.alt_text.replace("[", "(").replace("]", ")")
+        return "\n\n".join(p for p in (f"![{alt}](figure.jpg)", result.markdown().strip()) if p) + "\n"
+    page = page_from_raw(raw, width, height, task, truncated)
+    doc = single_page_doc(page)
+    if fmt == "json":
+        from deepocr_cli.outputs.json import render_json
+
+        return json.dumps(render_json(doc)["pages"][0], ensure_ascii=False, indent=2) + "\n"
+    from deepocr_cli.outputs.markdown import render_markdown
+
+    return render_markdown(doc)
 
 
 def load_document(json_path: Path) -> tuple[dict, list[PageResult]]:
@@ -102,10 +136,10 @@ __all__ = [
     "DEFAULT_HEIGHT",
     "DEFAULT_WIDTH",
     "PARSER_VERSION",
-    "ReparseOutcome",
     "load_document",
     "page_from_raw",
     "refresh_figure",
+    "render_raw",
     "reparse_page",
     "single_page_doc",
 ]

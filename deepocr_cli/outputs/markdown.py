@@ -1,7 +1,6 @@
-"""Markdown of one page's blocks: headings, tables with their captions, figures, math, loop notes.
+"""The Markdown output: each page's blocks in reading order, figures linked to their crops.
 
 Rules (README, "What the model writes and what deepocr makes of it"):
-
 - ``\\( \\)`` becomes ``$ $`` and ``\\[ \\]`` becomes ``$$ $$`` (a block that is one display formula gets
   ``$$`` on lines of their own); a ``$`` of the text before a digit (a price) is escaped as ``\\$``.
 - Trailing spaces are dropped, runs of blank lines become one; the text itself (CJK included) is untouched.
@@ -21,7 +20,8 @@ import html
 import re
 from typing import Any
 
-from deepocr_cli.parse import Block, Table
+from deepocr_cli.outputs.parse import Block, Table
+from deepocr_cli.outputs.results import DocResult, PageResult
 
 _MATH_RE = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _PRICE_RE = re.compile(r"(?<!\\)\$(?=\d)")
@@ -166,3 +166,36 @@ def _is_above(caption: Block, target: Block) -> bool:
     if caption.boxes and target.boxes:
         return caption.boxes[0][1] < target.boxes[0][1]
     return caption.index < target.index
+
+
+def _comment(text: str) -> str:
+    """An HTML comment that cannot be closed early by its text."""
+    return "<!-- " + " ".join(text.replace("--", "- -").split()) + " -->"
+
+
+def _page_markdown(page: PageResult) -> list[str]:
+    number = page.index + 1
+    parts = [f"<!-- page {number} -->"]
+    if page.error is not None:
+        parts.append(_comment(f"deepocr: page {number} failed at {page.error.stage}: {page.error.message}"))
+    if page.truncated:
+        parts.append(
+            _comment(
+                f"deepocr: page {number} is truncated: generation stopped without end-of-sentence"
+                + (f" after {page.generated_tokens} tokens" if page.generated_tokens else "")
+                + "; the text below may be incomplete or repetitive"
+            )
+        )
+    parts.extend(blocks_markdown(page.blocks, page.repetition))
+    return parts
+
+
+def render_markdown(doc: DocResult) -> str:
+    """Render a document as Markdown.
+
+    Each page starts with a ``<!-- page N -->`` line and pages are separated by a horizontal rule;
+    truncated and failed pages carry an explanatory comment; blocks follow the rules above.
+    """
+    chunks = ["\n\n".join(_page_markdown(page)) for page in doc.pages]
+    text = "\n\n---\n\n".join(chunks)
+    return _BLANK_RUN_RE.sub("\n\n", text).strip() + "\n"
