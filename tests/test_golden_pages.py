@@ -12,7 +12,7 @@ from mdcheck import assert_clean_markdown
 
 from deepocr_cli.outputs.crops import crop_name
 from deepocr_cli.outputs.json import render_json
-from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.markdown import block_markdown, render_markdown
 from deepocr_cli.outputs.parse import EOS, parse_html_table
 from deepocr_cli.outputs.reparse import page_from_raw, single_page_doc
 
@@ -62,3 +62,20 @@ def test_no_table_cell_is_lost_or_duplicated(name: str) -> None:
     got = [c.text for b in page.blocks if b.table for row in b.table.rows for c in row]
     assert sorted(got) == sorted(expected)
     assert all(b.label == "table" for b in page.blocks if b.table is not None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_block_is_written_once_and_captions_sit_by_their_target(name: str) -> None:
+    page = _page(name)
+    md = render_markdown(single_page_doc(page, name))
+    rendered = ["\n\n".join(block_markdown(b)) for b in page.blocks]
+    for text in filter(None, rendered):
+        assert md.count(text) >= rendered.count(text), text[:80]
+    for block in page.blocks:
+        if block.caption is None:
+            continue
+        target, caption = rendered[block.index], rendered[block.caption]
+        if not (target and caption):
+            continue
+        between = md[min(md.index(target), md.index(caption)):max(md.index(target), md.index(caption))]
+        assert between.replace(target, "").replace(caption, "").strip() == "", (name, block.index)
