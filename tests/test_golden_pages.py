@@ -79,3 +79,13 @@ def test_every_block_is_written_once_and_captions_sit_by_their_target(name: str)
             continue
         between = md[min(md.index(target), md.index(caption)):max(md.index(target), md.index(caption))]
         assert between.replace(target, "").replace(caption, "").strip() == "", (name, block.index)
+
+
+def test_every_page_and_block_key_is_documented() -> None:
+    schema = (RAW.parents[2] / "docs" / "output-schema.md").read_text(encoding="utf-8")
+    page = render_json(single_page_doc(_page("table_after_caption.txt")))
+    keys = set(page) | set(page["pages"][0]) | set(page["pages"][0]["blocks"][0])
+    keys |= set(page["pages"][0]["repetition"][0]) if page["pages"][0]["repetition"] else set()
+    loop = render_json(single_page_doc(_page("loop_line_eos.txt")))["pages"][0]["repetition"][0]
+    missing = sorted(k for k in keys | set(loop) if f"`{k}`" not in schema and f"`{k}." not in schema)
+    assert missing == []
