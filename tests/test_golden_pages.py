@@ -89,3 +89,13 @@ def test_every_page_and_block_key_is_documented() -> None:
     loop = render_json(single_page_doc(_page("loop_line_eos.txt")))["pages"][0]["repetition"][0]
     missing = sorted(k for k in keys | set(loop) if f"`{k}`" not in schema and f"`{k}." not in schema)
     assert missing == []
+
+
+@pytest.mark.parametrize("name", ["table_after_caption.txt", "malformed_coords.txt", "loop_blocks_shifting_boxes.txt",
+                                  "malformed_garbled_tags.txt", "cjk_paper.txt"])
+def test_every_prefix_renders_clean_markdown(name: str) -> None:
+    """The output may stop anywhere (token limit): no prefix may leak markup or break the Markdown."""
+    text = raw(name)
+    for end in range(0, len(text) + 1, 3):
+        page = page_from_raw(text[:end], W, H, truncated=True)
+        assert_clean_markdown(render_markdown(single_page_doc(page, name)))

@@ -27,6 +27,10 @@ _REF_OPEN, _REF_CLOSE = "<|ref|>", "<|/ref|>"
 _DET_OPEN, _DET_CLOSE = "<|det|>", "<|/det|>"
 #: Any grounding-style special tag (``<|User|>``, ``<|grounding|>``...): never content.
 _ANY_TAG_RE = re.compile(r"<\|/?[A-Za-z_]{1,20}\|>")
+#: What is left of a tag the model broke off: ``<|de``, ``<|ref``, ``det|>``.
+_BROKEN_TAG_RE = re.compile(r"<\|/?[A-Za-z_]{0,20}\|?|(?<![\w|])/?(?:ref|det)\|>")
+#: Strings the output may stop in the middle of (the token limit): a proper prefix of one at the very end is dropped.
+_TAIL_TAGS = ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "<|grounding|>", "<｜end▁of▁sentence｜>")
 #: A det span left in content (a det with no ref before it is split off earlier; this catches the rest).
 _DET_SPAN_RE = re.compile(r"<\|det\|>[^<]{0,400}?(?:<\|/det\|>|(?=<)|$)")
 #: A coordinate list the model wrote without (or with broken) det tags: ``[[37, 48, 279, 140]]``.
@@ -131,7 +135,8 @@ def _clean_content(text: str) -> str:
 def _remove_leaks(text: str) -> tuple[str, list[str]]:
     """Remove det spans, bare coordinate lists and special tags from content; say what was removed."""
     removed: list[str] = []
-    for name, pattern in (("boxes", _DET_SPAN_RE), ("coordinate list", _COORDS_RE), ("tag", _ANY_TAG_RE)):
+    for name, pattern in (("boxes", _DET_SPAN_RE), ("coordinate list", _COORDS_RE), ("tag", _ANY_TAG_RE),
+                          ("broken tag", _BROKEN_TAG_RE)):
         found = pattern.findall(text)
         if found:
             removed.extend(f"{name} {f.strip()[:40]!r}" for f in found)
@@ -140,6 +145,15 @@ def _remove_leaks(text: str) -> tuple[str, list[str]]:
     text = re.sub(r"[ \t]*\x00(?:[ \t]*\x00)*[ \t]*", " ", text) if removed else text
     text = re.sub(r"^ | $", "", text, flags=re.M) if removed else text
     return text.strip(), removed
+
+
+def _drop_cut_tag(text: str, warnings: list[str]) -> str:
+    """Remove a tag the output stopped in the middle of (``...<|de`` at the very end)."""
+    cut = text.rfind("<", max(0, len(text) - 24))
+    if cut >= 0 and any(tag.startswith(text[cut:]) and tag != text[cut:] for tag in _TAIL_TAGS):
+        warnings.append(f"output ends inside a tag; dropped {text[cut:]!r}")
+        return text[:cut]
+    return text
 
 
 def _repair_markup(text: str, warnings: list[str]) -> str:
@@ -237,7 +251,7 @@ def parse_grounded(text: str, width: int, height: int) -> ParsedPage:
     warnings: list[str] = []
     blocks: list[Block] = []
     spans: list[tuple[int, int]] = []
-    text = _repair_markup(text, warnings)
+    text = _repair_markup(_drop_cut_tag(text, warnings), warnings)
 
     def add(label: str, boxes: list[Box], content: str, span: tuple[int, int], keep_empty: bool = True) -> None:
         cleaned, removed = _remove_leaks(_clean_content(content))
@@ -332,6 +346,7 @@ def strip_markup(text: str) -> str:
     Meant for Free-OCR output (no tags) and as a fallback when a grounded page cannot be used.
     """
     text, _ = strip_eos(text)
+    text = _drop_cut_tag(text, [])
     # A full header (label + boxes) is layout, not content; a lone ref (locate answers) keeps its words.
     text = re.sub(r"<\|ref\|>[^<]*<\|/ref\|>\s*<\|det\|>.*?(?:<\|/det\|>|$)", "", text, flags=re.DOTALL)
     text, _ = _remove_leaks(_clean_content(text))
