@@ -130,3 +130,32 @@ def test_reparse_without_json_fails_that_file_only(tmp_path: Path) -> None:
     r = run("convert", str(tmp_path / "a.png"), "--reparse", "--json")
     assert r.exit_code == ExitCode.PARTIAL
     assert "convert it first" in json.loads(r.stdout)["files"][0]["reason"]
+
+
+def test_reparse_keeps_old_crops_when_the_source_changed(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    src = _photo(tmp_path / "photo.png")
+    args = ["convert", str(src), "--model", str(scripted_checkpoint), "--mode", "tiny", "--max-new-tokens", "32",
+            "--no-deep"]
+    assert run(*args).exit_code == 0
+    Image.new("RGB", (400, 300), "black").save(src)  # edited after conversion: its crops would be wrong now
+    r = run("convert", str(src), "--reparse", "--json")
+    assert r.exit_code == 0, r.output
+    assert "crops not redrawn: source changed" in json.loads(r.stdout)["files"][0]["reason"]
+    md = (tmp_path / "photo.md").read_text(encoding="utf-8")
+    assert "![](photo_images/p001_00.jpg)" in md  # the old crop stays linked
+
+
+def test_reparse_classifies_stored_figure_answers_again() -> None:
+    from deepocr_cli.outputs.parse import EOS
+    from deepocr_cli.outputs.reparse import page_from_raw, reparse_page
+    from deepocr_cli.outputs.results import PageResult, StoredFigure
+
+    page = page_from_raw("<|ref|>image<|/ref|><|det|>[[10, 10, 500, 500]]<|/det|>\n" + EOS, 1000, 1400)
+    old = {"kind": "caption", "raw": "A harbour at dusk.\n\nFishing boats are moored along the quay.",
+           "description": "A harbour at dusk. Fishing boats are moored along the quay.", "truncated": False}
+    page.blocks[0].figure = StoredFigure(old, old["description"], "")  # what an older version stored
+    stored = PageResult.from_json(page.to_json())
+    reparse_page(stored, "markdown")
+    figure = stored.blocks[0].figure
+    assert figure.markdown() == "A harbour at dusk.\n\nFishing boats are moored along the quay."
+    assert figure.alt_text == "A harbour at dusk"
