@@ -15,6 +15,8 @@ from deepocr_cli.outputs.results import DocResult, PageResult
 
 log = logging.getLogger(__name__)
 
+#: Beginnings of the page warnings written by the run, not by the parser.
+_RUN_WARNINGS = ("truncated", "figure ", "figure crops", "crop image")
 #: Page size `deepocr parse` assumes when none is given (pixels).
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 1000, 1400
 
@@ -30,7 +32,9 @@ def reparse_page(page: PageResult, task: str) -> None:
     figures = {tuple(b.boxes): b.figure for b in page.blocks if b.label == "image" and b.figure is not None}
     parsed = read_page(page.raw_text, page.width, page.height, task)
     page.blocks, page.repetition = parsed.blocks, parsed.repetition
-    page.warnings = [w for w in page.warnings if w.startswith("truncated")] + parsed.warnings
+    # Warnings of the run (truncation, figure passes, crops) stay; the old parser's are replaced.
+    kept = [w for w in page.warnings if w.startswith(_RUN_WARNINGS)]
+    page.warnings = kept + parsed.warnings
     for block in page.blocks:
         stored = figures.get(tuple(block.boxes))
         if block.label == "image" and stored is not None:

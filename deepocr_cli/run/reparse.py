@@ -119,6 +119,7 @@ def _redraw_crops(
                 for page in wanted:
                     image = reader.render(page.index, (page.width, page.height))
                     save_page_crops(page, image, out)
+                    page.warnings = list(dict.fromkeys(page.warnings))
             return None
         except InputError as e:
             reason = f"source unreadable ({e})"
