@@ -76,3 +76,4 @@ def test_math_and_prices_in_markdown() -> None:
     assert markdown_text("a  \n\n\n\nb  ") == "a\n\nb"
     assert markdown_text("中文  \n第二行") == "中文\n第二行"  # CJK text untouched, only the trailing spaces go
     assert markdown_text("Street<br>Town<br>") == "Street\\\nTown"
+    assert markdown_text("\\[\na = 1\n\nb = 2\n\\]\n\nNext.") == "$$\na = 1\nb = 2\n$$\n\nNext."

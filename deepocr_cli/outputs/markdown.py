@@ -44,6 +44,8 @@ def markdown_text(text: str) -> str:
     A paragraph that is one display formula gets ``$$`` lines of its own; ``<br>`` becomes a hard break.
     """
     text = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    # A blank line inside a formula would split it into two paragraphs and leave its delimiters unmatched.
+    text = _MATH_RE.sub(lambda m: re.sub(r"\n[ \t]*\n+", "\n", m.group()), text)
     text = _BR_RE.sub("\\\n", _BR_EDGE_RE.sub("", text).strip())
     paragraphs = _BLANK_RUN_RE.split(text)
     if len(paragraphs) > 1:
