@@ -99,3 +99,15 @@ def test_every_prefix_renders_clean_markdown(name: str) -> None:
     for end in range(0, len(text) + 1, 3):
         page = page_from_raw(text[:end], W, H, truncated=True)
         assert_clean_markdown(render_markdown(single_page_doc(page, name)))
+
+
+def test_loop_note_follows_its_block_even_after_markup_repairs_before_it() -> None:
+    text = ("<|det|>[[10, 10, 990, 40]]<|/det|>\nHeader line\n\n" + raw("malformed_garbled_tags.txt").removesuffix(EOS)
+            + "\n\n<|ref|>text<|/ref|><|det|>[[100, 500, 900, 900]]<|/det|>\n"
+            + "Each resident shall keep the stairwell free of bicycles and prams.\n" * 12 + EOS)
+    page = page_from_raw(text, W, H)
+    (loop,) = page.repetition
+    held = page.blocks[loop["block"]]
+    assert held.content.startswith("Each resident shall keep the stairwell")
+    md = render_markdown(single_page_doc(page))
+    assert md.index("Each resident shall") < md.index("the model repeated this 12 times")

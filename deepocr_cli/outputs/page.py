@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from deepocr_cli.outputs.assemble import assemble
@@ -71,11 +72,30 @@ def read_page(raw: str, width: int, height: int, task: str = "markdown") -> Page
         index = None
         if 0 <= holder < len(spans):
             index = holder if task == "free" else _index_after_assembly(originals[holder], blocks)
+        index = _check_holder(index, blocks, loop.unit)
         warnings.append(
             f"repetition: {loop.copies} copies of {loop.unit[:60]!r} from character {loop.start}; one kept"
         )
         records.append({**loop.to_json(), "block": index})
     return PageParse(blocks, warnings, records)
+
+
+_MARKUP_RE = re.compile(r"<\|det\|>.*?(?:<\|/det\|>|$)|<\|ref\|>[^<]{0,40}<\|/ref\|>|<[^<>]*>")
+
+
+def _plain(text: str) -> str:
+    return " ".join(_MARKUP_RE.sub(" ", text).split())
+
+
+def _check_holder(index: int | None, blocks: list[Block], unit: str) -> int | None:
+    """The block that holds the kept copy: the one its position points to when that block holds the copy's
+    words (markup repairs before the loop can shift positions), else the first block that does."""
+    words = _plain(unit)[:40]
+    if not words:
+        return index
+    if index is not None and index < len(blocks) and words in _plain(blocks[index].content):
+        return index
+    return next((b.index for b in blocks if words in _plain(b.content)), index)
 
 
 def _index_after_assembly(block: Block, blocks: list[Block]) -> int | None:
