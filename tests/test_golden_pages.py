@@ -111,3 +111,28 @@ def test_loop_note_follows_its_block_even_after_markup_repairs_before_it() -> No
     assert held.content.startswith("Each resident shall keep the stairwell")
     md = render_markdown(single_page_doc(page))
     assert md.index("Each resident shall") < md.index("the model repeated this 12 times")
+
+
+def test_parser_version_is_bumped_when_the_goldens_change() -> None:
+    """Runs last in this file: the golden files as (re)generated above must match the version they were made by."""
+    import hashlib
+    import os
+
+    from golden import EXPECTED
+
+    from deepocr_cli.outputs.page import PARSER_VERSION
+
+    digest = hashlib.sha256()
+    for path in sorted(EXPECTED.glob("*.page.json")) + sorted(EXPECTED.glob("*.md")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    record_path = EXPECTED / "PARSER_VERSION.json"
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+    current = {"parser_version": PARSER_VERSION, "sha256": digest.hexdigest()}
+    if record == current:
+        return
+    assert record.get("parser_version") != PARSER_VERSION, (
+        "the golden outputs changed: bump PARSER_VERSION in deepocr_cli/outputs/page.py, then regenerate"
+    )
+    if os.environ.get("DEEPOCR_REGEN") == "1":
+        record_path.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
+    assert record_path.exists() and json.loads(record_path.read_text(encoding="utf-8")) == current
