@@ -41,8 +41,12 @@ def assert_clean_markdown(md: str) -> None:
     assert "｜" not in md, "special token string left in Markdown"
     assert not COORDS_RE.search(md), f"coordinate list left in Markdown: {COORDS_RE.search(md)[0]!r}"
     tokens = _MD.parse(md)
-    headings = sum(1 for t in tokens if t.type == "heading_open")
-    assert headings == len(re.findall(r"^#{1,6} \S", md, flags=re.M)) - _fenced_hashes(md)
+    # A heading line (at column 0) outside fenced code must parse as a heading: not swallowed by an HTML block.
+    heading_lines = {t.map[0] for t in tokens if t.type == "heading_open" and t.map}
+    fenced = {i for t in tokens if t.type == "fence" and t.map for i in range(*t.map)}
+    for i, line in enumerate(md.split("\n")):
+        if re.match(r"#{1,6}(?:[ \t]|$)", line) and i not in fenced:
+            assert i in heading_lines, f"line {i + 1} should be a heading: {line[:80]!r}"
     images = sum(1 for t in tokens if t.type == "inline" for c in (t.children or []) if c.type == "image")
     assert images == len(re.findall(r"!\[[^\]\n]*\]\([^)\s]+\)", md))
     for t in tokens:
@@ -52,11 +56,3 @@ def assert_clean_markdown(md: str) -> None:
         checker.feed(t.content)
         checker.close()
         assert not checker.errors and not checker.stack, f"unbalanced HTML block: {t.content[:120]!r}"
-
-
-def _fenced_hashes(md: str) -> int:
-    """ATX-looking lines inside fenced code (not headings)."""
-    count = 0
-    for block in re.findall(r"^```.*?^```", md, flags=re.M | re.S):
-        count += len(re.findall(r"^#{1,6} \S", block, flags=re.M))
-    return count

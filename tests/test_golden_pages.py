@@ -136,3 +136,19 @@ def test_parser_version_is_bumped_when_the_goldens_change() -> None:
     if os.environ.get("DEEPOCR_REGEN") == "1":
         record_path.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
     assert record_path.exists() and json.loads(record_path.read_text(encoding="utf-8")) == current
+
+
+def test_shuffled_markup_never_raises_nor_leaks() -> None:
+    """Fragments of real markup in random order (seeded): the parser must cope with any of it."""
+    import random
+
+    pieces = ["<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "title", "table", "image", "table_caption",
+              "[[10, 20, 300, 400]]", "[[1, 2, 3", "[[5, 6, 7, 8], [9, 10, 1200, 40]]", "\n", "\n\n", "  ",
+              "Text of a paragraph.", "表格内容", "<table>", "<tr>", "<td>", "</td>", "</tr>", "</table>",
+              "<td colspan=\"2\">", "\\(x\\)", "\\[y\\]", "<center>", "</center>", "$5", "# ", "</|det|>",
+              "<|grounding|>", "<｜end▁of▁sentence｜>", "[[37, 48, 279, 140]]", "|", "<", ">"]
+    rng = random.Random(13)
+    for _ in range(400):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        page = page_from_raw(text, W, H, truncated=rng.random() < 0.5)
+        assert_clean_markdown(render_markdown(single_page_doc(page)))

@@ -124,7 +124,7 @@ def _short(text: str) -> str:
 
 def _description_markdown(text: str) -> str:
     """A free-text description as visible paragraphs (line breaks inside a paragraph kept as spaces)."""
-    text = _CENTER_TAG_RE.sub("", text)
+    text = _CENTER_TAG_RE.sub("", text).replace("<|", "&lt;|").replace("|>", "|&gt;")
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n[ \t]*\n", text)]
     # A paragraph must not turn into a heading, list or HTML block by its first character.
     escaped = (re.sub(r"^(\d+)([.)])", r"\1\\\2", re.sub(r"^([#>+\-*<=])", r"\\\1", p)) for p in paragraphs)

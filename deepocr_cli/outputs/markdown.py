@@ -28,6 +28,7 @@ _PRICE_RE = re.compile(r"(?<!\\)\$(?=\d)")
 _BR_RE = re.compile(r"[ \t]*<br\s*/?>[ \t]*\n?", re.IGNORECASE)
 _BR_EDGE_RE = re.compile(r"^(?:\s*<br\s*/?>)+|(?:<br\s*/?>\s*)+$", re.IGNORECASE)
 _BLANK_RUN_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
+_STRAY_TABLE_TAG_RE = re.compile(r"</?(?:table|thead|tbody|tfoot|tr|td|th)\b[^<>]*>", re.IGNORECASE)
 _HASHES_RE = re.compile(r"^#{1,6}[ \t]+")
 HEADING_LABELS = ("title", "sub_title")
 _UNIT_DET_RE = re.compile(r"<\|det\|>.*?(?:<\|/det\|>|$)|<\|ref\|>[^<]{0,40}<\|/ref\|>")
@@ -44,6 +45,9 @@ def markdown_text(text: str) -> str:
     A paragraph that is one display formula gets ``$$`` lines of its own; ``<br>`` becomes a hard break.
     """
     text = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    # Table-structure tags outside a parsed table (the model's <td>/<tr> tokens leaking into text) would open an
+    # HTML block that swallows the text; they are dropped from the Markdown.
+    text = _STRAY_TABLE_TAG_RE.sub(" ", text) if "<t" in text.lower() or "</t" in text.lower() else text
     # A blank line inside a formula would split it into two paragraphs and leave its delimiters unmatched.
     text = _MATH_RE.sub(lambda m: re.sub(r"\n[ \t]*\n+", "\n", m.group()), text)
     text = _BR_RE.sub("\\\n", _BR_EDGE_RE.sub("", text).strip())
@@ -56,11 +60,17 @@ def markdown_text(text: str) -> str:
     out: list[str] = []
     pos = 0
     for m in _MATH_RE.finditer(text):
-        out.append(_PRICE_RE.sub(r"\\$", text[pos : m.start()]))
+        out.append(_plain(text[pos : m.start()]))
         out.append(f"${_math_inner(m[1])}$" if m[1] is not None else f"$${_math_inner(m[2])}$$")
         pos = m.end()
-    out.append(_PRICE_RE.sub(r"\\$", text[pos:]))
+    out.append(_plain(text[pos:]))
     return _BLANK_RUN_RE.sub("\n\n", "".join(out)).strip()
+
+
+def _plain(text: str) -> str:
+    """Text outside math: a price's ``$`` escaped; ``<|`` and ``|>`` written with entities, so that no
+    text can pass for a grounding tag."""
+    return _PRICE_RE.sub(r"\\$", text).replace("<|", "&lt;|").replace("|>", "|&gt;")
 
 
 def _cell(text: str) -> str:
