@@ -35,7 +35,7 @@ def assert_clean_markdown(md: str) -> None:
 
     Checked: no ``<|``/``|>``, no special strings, no raw coordinate list; every HTML block (tables) is
     balanced and self-contained, so it cannot swallow the Markdown after it; every line that looks like an
-    ATX heading parses as a heading; every image link parses as an image.
+    ATX heading parses as a heading; every image link on a line of its own parses as an image.
     """
     assert "<|" not in md and "|>" not in md, "grounding tag left in Markdown"
     assert "｜" not in md, "special token string left in Markdown"
@@ -47,8 +47,14 @@ def assert_clean_markdown(md: str) -> None:
     for i, line in enumerate(md.split("\n")):
         if re.match(r"#{1,6}(?:[ \t]|$)", line) and i not in fenced:
             assert i in heading_lines, f"line {i + 1} should be a heading: {line[:80]!r}"
-    images = sum(1 for t in tokens if t.type == "inline" for c in (t.children or []) if c.type == "image")
-    assert images == len(re.findall(r"!\[[^\]\n]*\]\([^)\s]+\)", md))
+    # A figure link on its own line (as the writer puts every crop) must parse as an image.
+    image_lines = {
+        i for t in tokens if t.type == "inline" and t.map and any(c.type == "image" for c in t.children or [])
+        for i in range(*t.map)
+    }
+    for i, line in enumerate(md.split("\n")):
+        if re.fullmatch(r"!\[[^\]\n]*\]\([^)\s]+\)", line) and i not in fenced:
+            assert i in image_lines, f"line {i + 1} should be an image: {line[:80]!r}"
     for t in tokens:
         if t.type != "html_block" or t.content.lstrip().startswith("<!--"):
             continue

@@ -14,7 +14,7 @@ from deepocr_cli.outputs.crops import crop_name
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import block_markdown, render_markdown
 from deepocr_cli.outputs.parse import EOS, parse_html_table
-from deepocr_cli.outputs.reparse import page_from_raw, single_page_doc
+from deepocr_cli.outputs.reparse import page_from_raw, render_raw, single_page_doc
 
 NAMES = sorted(p.name for p in RAW.glob("*.txt"))
 _CELL_RE = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
@@ -146,9 +146,12 @@ def test_shuffled_markup_never_raises_nor_leaks() -> None:
               "[[10, 20, 300, 400]]", "[[1, 2, 3", "[[5, 6, 7, 8], [9, 10, 1200, 40]]", "\n", "\n\n", "  ",
               "Text of a paragraph.", "表格内容", "<table>", "<tr>", "<td>", "</td>", "</tr>", "</table>",
               "<td colspan=\"2\">", "\\(x\\)", "\\[y\\]", "<center>", "</center>", "$5", "# ", "</|det|>",
-              "<|grounding|>", "<｜end▁of▁sentence｜>", "[[37, 48, 279, 140]]", "|", "<", ">"]
+              "<|grounding|>", "<｜end▁of▁sentence｜>", "[[37, 48, 279, 140]]", "|", "<", ">", "<br>", "<!--",
+              "-->", "&amp;", "- ", "1. ", "![x](y)", "<div>", "</div>"]
     rng = random.Random(13)
-    for _ in range(400):
+    for _ in range(600):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
         page = page_from_raw(text, W, H, truncated=rng.random() < 0.5)
         assert_clean_markdown(render_markdown(single_page_doc(page)))
+        assert_clean_markdown(render_raw(text, task="free"))
+        assert_clean_markdown(render_raw(text, figure=True))

@@ -193,3 +193,8 @@ def test_parse_html_table_nested_table_text_goes_to_outer_cell() -> None:
 def test_grid_clips_rowspan_past_last_row_and_pads_short_rows() -> None:
     table = Table([[Cell("a", rowspan=5), Cell("b")], [Cell("c"), Cell("d"), Cell("e")]])
     assert table.grid() == [["a", "b", "", ""], ["a", "c", "d", "e"]]
+
+
+def test_parse_html_table_survives_what_the_stdlib_parser_refuses() -> None:
+    table = parse_html_table("<table><tr><td>a</td><td><![x](y)</td></tr></table>")
+    assert table is not None and table.rows[0][0] == Cell("a")

@@ -261,8 +261,10 @@ def chart_from_table(table: Table) -> dict[str, Any] | None:
 
 
 def _md_cell(text: str) -> str:
-    """Escape a table cell for GitHub Markdown: one line, backslashes, pipes and ``<`` (no raw HTML)."""
-    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+    """Escape a table cell for GitHub Markdown: one line, backslashes, pipes, ``<`` and ``>`` (no raw HTML, and
+    nothing that reads as a grounding tag)."""
+    return (" ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+            .replace(">", "\\>"))
 
 
 def _markdown_table(columns: list[str], rows: list[list[str]]) -> str:

@@ -23,12 +23,21 @@ from typing import Any
 from deepocr_cli.outputs.parse import Block, Table
 from deepocr_cli.outputs.results import DocResult, PageResult
 
-_MATH_RE = re.compile(r"\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+# Inline \( \) or display \[ \]; a formula never contains its own closing delimiter.
+_MATH_RE = re.compile(r"\\\(((?:(?!\\\)).)+?)\\\)|\\\[((?:(?!\\\]).)+?)\\\]", re.DOTALL)
 _PRICE_RE = re.compile(r"(?<!\\)\$(?=\d)")
 _BR_RE = re.compile(r"[ \t]*<br\s*/?>[ \t]*\n?", re.IGNORECASE)
 _BR_EDGE_RE = re.compile(r"^(?:\s*<br\s*/?>)+|(?:<br\s*/?>\s*)+$", re.IGNORECASE)
 _BLANK_RUN_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)*")
-_STRAY_TABLE_TAG_RE = re.compile(r"</?(?:table|thead|tbody|tfoot|tr|td|th)\b[^<>]*>", re.IGNORECASE)
+#: Block-level HTML tags (CommonMark's HTML-block names): outside a parsed table they would open a raw HTML block
+#: that swallows the text after them (the model's <td>/<tr> tokens leaking into text, a stray <div>).
+_STRAY_BLOCK_TAG_RE = re.compile(
+    r"</?(?:address|article|aside|blockquote|body|caption|center|col|colgroup|dd|details|dialog|dir|div|dl|dt|"
+    r"fieldset|figcaption|figure|footer|form|frame|frameset|h[1-6]|head|header|hr|html|iframe|legend|li|link|main|"
+    r"menu|menuitem|nav|noframes|ol|optgroup|option|p|param|search|section|summary|table|tbody|td|tfoot|th|thead|"
+    r"title|tr|track|ul)(?=[\s/>])[^<>]*>",
+    re.IGNORECASE,
+)
 _HASHES_RE = re.compile(r"^#{1,6}[ \t]+")
 HEADING_LABELS = ("title", "sub_title")
 _UNIT_DET_RE = re.compile(r"<\|det\|>.*?(?:<\|/det\|>|$)|<\|ref\|>[^<]{0,40}<\|/ref\|>")
@@ -45,9 +54,7 @@ def markdown_text(text: str) -> str:
     A paragraph that is one display formula gets ``$$`` lines of its own; ``<br>`` becomes a hard break.
     """
     text = "\n".join(line.rstrip() for line in text.strip().splitlines())
-    # Table-structure tags outside a parsed table (the model's <td>/<tr> tokens leaking into text) would open an
-    # HTML block that swallows the text; they are dropped from the Markdown.
-    text = _STRAY_TABLE_TAG_RE.sub(" ", text) if "<t" in text.lower() or "</t" in text.lower() else text
+    text = _STRAY_BLOCK_TAG_RE.sub(" ", text) if "<" in text else text
     # A blank line inside a formula would split it into two paragraphs and leave its delimiters unmatched.
     text = _MATH_RE.sub(lambda m: re.sub(r"\n[ \t]*\n+", "\n", m.group()), text)
     text = _BR_RE.sub("\\\n", _BR_EDGE_RE.sub("", text).strip())
@@ -68,9 +75,9 @@ def markdown_text(text: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """Text outside math: a price's ``$`` escaped; ``<|`` and ``|>`` written with entities, so that no
-    text can pass for a grounding tag."""
-    return _PRICE_RE.sub(r"\\$", text).replace("<|", "&lt;|").replace("|>", "|&gt;")
+    """Text outside math: a price's ``$`` escaped; ``<|``, ``|>`` and ``<!`` written with entities, so that no
+    text can pass for a grounding tag or open an HTML comment that hides what follows."""
+    return _PRICE_RE.sub(r"\\$", text).replace("<|", "&lt;|").replace("|>", "|&gt;").replace("<!", "&lt;!")
 
 
 def _cell(text: str) -> str:
@@ -104,8 +111,10 @@ def table_html(table: Table) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _alt(text: str | None) -> str:
-    return " ".join((text or "").replace("[", "(").replace("]", ")").split())
+def image_link(alt: str | None, link: str) -> str:
+    """``![alt](link)`` with an alt text that cannot end the link or pass for a tag."""
+    text = " ".join((alt or "").replace("[", "(").replace("]", ")").split())
+    return f"![{_plain(text)}]({link})"
 
 
 def _heading(block: Block) -> str:
@@ -117,8 +126,8 @@ def _heading(block: Block) -> str:
 
 def _figure(block: Block) -> list[str]:
     figure: Any = block.figure
-    alt = _alt(getattr(figure, "alt_text", None)) if figure is not None else ""
-    parts = [f"![{alt}]({link})" for link in block.image_paths or filter(None, [block.image_path])]
+    alt = getattr(figure, "alt_text", None) if figure is not None else None
+    parts = [image_link(alt, link) for link in block.image_paths or filter(None, [block.image_path])]
     figure_md = figure.markdown().strip() if figure is not None else ""
     if figure_md:
         parts.append(figure_md)
@@ -134,7 +143,7 @@ def block_markdown(block: Block) -> list[str]:
     if block.label == "image":
         return _figure(block)
     if block.table is not None:
-        return [table_html(block.table)]
+        return [table_html(block.table)] if block.table.rows else []
     return [markdown_text(block.content)] if block.content.strip() else []
 
 

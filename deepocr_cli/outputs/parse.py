@@ -156,6 +156,11 @@ def _drop_cut_tag(text: str, warnings: list[str]) -> str:
     return text
 
 
+def _mend_tags(text: str) -> str:
+    """``</|det|>`` -> ``<|/det|>``, ``<|ref>`` -> ``<|ref|>`` and the like."""
+    return _GARBLED_TAG_RE.sub(lambda m: f"<|/{m[1]}|>" if m[1] else f"<|{m[2] or m[4]}{m[3] or m[5]}|>", text)
+
+
 def _repair_markup(text: str, warnings: list[str]) -> str:
     """Make the tag structure parseable: mend garbled tags, pair lone closes and lone dets.
 
@@ -163,9 +168,7 @@ def _repair_markup(text: str, warnings: list[str]) -> str:
     is dropped; a ``<|det|>`` not right after a ``<|/ref|>`` gets an (internal) orphan ref, read as a text
     block with those boxes.
     """
-    mended = _GARBLED_TAG_RE.sub(
-        lambda m: f"<|/{m[1]}|>" if m[1] else f"<|{m[2] or m[4]}{m[3] or m[5]}|>", text
-    )
+    mended = _mend_tags(text)
     if mended != text:
         warnings.append("repaired malformed grounding tags")
         text = mended
@@ -346,7 +349,7 @@ def strip_markup(text: str) -> str:
     Meant for Free-OCR output (no tags) and as a fallback when a grounded page cannot be used.
     """
     text, _ = strip_eos(text)
-    text = _drop_cut_tag(text, [])
+    text = _mend_tags(_drop_cut_tag(text, []))
     # A full header (label + boxes) is layout, not content; a lone ref (locate answers) keeps its words.
     text = re.sub(r"<\|ref\|>[^<]*<\|/ref\|>\s*<\|det\|>.*?(?:<\|/det\|>|$)", "", text, flags=re.DOTALL)
     text, _ = _remove_leaks(_clean_content(text))

@@ -107,8 +107,9 @@ def render_raw(
         if fmt == "json":
             data = {**result.to_json(), "alt_text": result.alt_text, "figure_markdown": result.markdown()}
             return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-        alt = result.alt_text.replace("[", "(").replace("]", ")")
-        return "\n\n".join(p for p in (f"![{alt}](figure.jpg)", result.markdown().strip()) if p) + "\n"
+        from deepocr_cli.outputs.markdown import image_link
+
+        return "\n\n".join(p for p in (image_link(result.alt_text, "figure.jpg"), result.markdown().strip()) if p) + "\n"
     page = page_from_raw(raw, width, height, task, truncated)
     doc = single_page_doc(page)
     if fmt == "json":

@@ -144,8 +144,13 @@ def parse_html_table(html: str) -> Table | None:
         The table, or None when ``html`` has no ``<table>``.
     """
     parser = _TableParser()
-    parser.feed(html)
-    parser.finish()
+    # The standard parser raises on a malformed "<![" marked section; model tables never hold one, so it is text.
+    html = html.replace("<![", "&lt;![")
+    try:
+        parser.feed(html)
+        parser.finish()
+    except (AssertionError, ValueError):  # any other construct the parser refuses: keep what was read
+        parser._close_row()
     if not parser.found:
         return None
     return Table([row for row in parser.rows if row] if parser.rows else [])
