@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli.errors import DeepOcrError
 from deepocr_cli.outputs.page import PARSER_VERSION, read_page
 from deepocr_cli.outputs.parse import EOS
 from deepocr_cli.outputs.results import DocResult, PageResult
@@ -121,27 +120,10 @@ def render_raw(
     return render_markdown(doc)
 
 
-def load_document(json_path: Path) -> tuple[dict, list[PageResult]]:
-    """Read a written ``NAME.json`` back: its top-level dict and its pages.
-
-    Raises:
-        DeepOcrError: the file is missing, not JSON, or not a deepocr document.
-    """
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        pages = [PageResult.from_json(p) for p in data["pages"]]
-    except FileNotFoundError:
-        raise DeepOcrError(f"{json_path}: no JSON output to reparse; convert it first") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DeepOcrError(f"{json_path}: not a deepocr JSON output ({type(e).__name__}: {e})") from None
-    return data, pages
-
-
 __all__ = [
     "DEFAULT_HEIGHT",
     "DEFAULT_WIDTH",
     "PARSER_VERSION",
-    "load_document",
     "page_from_raw",
     "refresh_figure",
     "render_raw",

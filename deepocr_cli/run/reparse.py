@@ -21,8 +21,9 @@ from deepocr_cli.outputs.crops import save_page_crops
 from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.markdown import render_markdown
 from deepocr_cli.outputs.paths import OutputPaths
-from deepocr_cli.outputs.reparse import load_document, reparse_page
-from deepocr_cli.outputs.results import DocResult, PageResult
+from deepocr_cli.outputs.reparse import reparse_page
+from deepocr_cli.outputs.results import PageResult
+from deepocr_cli.outputs.stored import load_stored
 from deepocr_cli.run.convert import assign_outputs
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
 from deepocr_cli.run.state import sha256_file
@@ -72,21 +73,20 @@ def reparse(paths: Sequence[Path], options: ConvertOptions, reporter: Reporter |
 
 
 def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, report: RunReport) -> FileReport:
-    data, pages = load_document(out.json)
-    task = (data.get("settings") or {}).get("task", "markdown")
+    try:
+        doc = load_stored(out.json, src.path)
+    except FileNotFoundError:
+        raise DeepOcrError(f"{out.json}: no JSON output to reparse; convert it first") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DeepOcrError(f"{out.json}: not a deepocr JSON output ({type(e).__name__}: {e})") from None
+    pages = doc.pages
+    task = doc.settings.get("task", "markdown")
     old_links = {
         (p.index, tuple(b.boxes)): (b.index, list(b.image_paths)) for p in pages for b in p.blocks if b.image_paths
     }
     for page in pages:
         reparse_page(page, task)
-    crops_note = _redraw_crops(src, out, pages, data, old_links, options)
-    source = data.get("source") or {}
-    doc = DocResult(
-        source=src.path, source_rel=str(source.get("path", src.rel)), size=int(source.get("size", 0)),
-        sha256=str(source.get("sha256", "")), page_count=int(source.get("page_count", len(pages))),
-        model=data.get("model") or {}, settings=data.get("settings") or {}, pages=pages,
-        errors=list(data.get("errors") or []), status=str(data.get("status", "ok")),
-    )
+    crops_note = _redraw_crops(src, out, pages, doc.sha256, old_links, options)
     fr = FileReport(
         str(src.path), "converted", "reparsed" + (f"; {crops_note}" if crops_note else ""), pages=len(pages),
         truncated_pages=sum(p.truncated for p in pages), failed_pages=sum(p.error is not None for p in pages),
@@ -100,7 +100,7 @@ def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, repo
 
 
 def _redraw_crops(
-    src: SourceDoc, out: OutputPaths, pages: list[PageResult], data: dict,
+    src: SourceDoc, out: OutputPaths, pages: list[PageResult], sha256: str,
     old_links: dict[tuple[int, tuple], tuple[int, list[str]]], options: ConvertOptions,
 ) -> str | None:
     """Save the crops of the reparsed image blocks; returns why they were not redrawn, if they were not."""
@@ -109,7 +109,7 @@ def _redraw_crops(
         return None
     reason = None
     try:
-        if sha256_file(src.path) != (data.get("source") or {}).get("sha256"):
+        if sha256_file(src.path) != sha256:
             reason = "source changed since it was converted"
     except OSError as e:
         reason = f"source unreadable ({e.strerror or e})"
