@@ -109,10 +109,15 @@ def test_reparse_rebuilds_outputs_from_stored_raw_text_without_the_model(
     json_path.write_text(json.dumps(data), encoding="utf-8")
     (tmp_path / "photo_images" / "p001_00.jpg").unlink()
 
+    (tmp_path / "photo.txt").write_text("old", encoding="utf-8")  # an output of another format, made earlier
+
     # A model that does not exist: --reparse must not load one.
     r = run("convert", str(src), "--reparse", "--model", str(tmp_path / "no-model"), "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["files"][0]["reason"] == "reparsed"
+    report = json.loads(r.stdout)["files"][0]
+    assert report["reason"] == "reparsed"
+    assert sorted(Path(p).name for p in report["outputs"]) == ["photo.json", "photo.md", "photo.txt"]
+    assert "Accounts receivable" in (tmp_path / "photo.txt").read_text(encoding="utf-8")
     again = json.loads(json_path.read_text(encoding="utf-8"))
     assert again["parser_version"] == PARSER_VERSION
     blocks = again["pages"][0]["blocks"]

@@ -18,7 +18,7 @@ from deepocr_cli.inputs.discover import SourceDoc, find_documents
 from deepocr_cli.inputs.render import open_document
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.crops import save_page_crops
-from deepocr_cli.outputs.formats import write_document
+from deepocr_cli.outputs.formats import FORMATS, write_document
 from deepocr_cli.outputs.markdown import render_markdown
 from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.reparse import reparse_page
@@ -95,7 +95,9 @@ def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, repo
     if options.stdout:
         report.markdown[fr.source] = render_markdown(doc)
     else:
-        fr.outputs = [str(p) for p in write_document(doc, out, options.formats)]
+        # Every output the document already has is rebuilt too, so none keeps the old parser's reading.
+        present = [name for name, fmt in FORMATS.items() if fmt.path(out).exists()]
+        fr.outputs = [str(p) for p in write_document(doc, out, [*options.formats, *present])]
     return fr
 
 
