@@ -115,7 +115,7 @@ def test_reparse_rebuilds_outputs_from_stored_raw_text_without_the_model(
     r = run("convert", str(src), "--reparse", "--model", str(tmp_path / "no-model"), "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)["files"][0]
-    assert report["reason"] == "reparsed"
+    assert report["reason"] == "reparsed" and report["repeating_pages"] == 1
     assert sorted(Path(p).name for p in report["outputs"]) == ["photo.json", "photo.md", "photo.txt"]
     assert "Accounts receivable" in (tmp_path / "photo.txt").read_text(encoding="utf-8")
     again = json.loads(json_path.read_text(encoding="utf-8"))

@@ -90,6 +90,7 @@ def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, repo
     fr = FileReport(
         str(src.path), "converted", "reparsed" + (f"; {crops_note}" if crops_note else ""), pages=len(pages),
         truncated_pages=sum(p.truncated for p in pages), failed_pages=sum(p.error is not None for p in pages),
+        repeating_pages=sum(bool(p.repetition) for p in pages),
         vision_tokens=sum(p.vision_tokens for p in pages), generated_tokens=sum(p.generated_tokens for p in pages),
     )
     if options.stdout:
