@@ -1,4 +1,5 @@
-"""What reading a page's output costs next to generating it: loop detection and the whole page parse, per page.
+"""What reading a page's output costs next to generating it: loop detection (exact copies only, then all three
+detectors: exact, counting, drifting) and the whole page parse, per page, side by side in one run.
 
 Runs on the golden raw outputs (tests/data/raw) and on synthetic full pages the size of the 8192-token limit
 (distinct prose, a long table of blank rows, a long loop), and prints milliseconds per page side by side. The
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from deepocr_cli.outputs.page import read_page  # noqa: E402
-from deepocr_cli.outputs.repetition import find_loops  # noqa: E402
+from deepocr_cli.outputs.repetition import _exact, _tokenize, find_loops  # noqa: E402
 
 
 def synthetic() -> dict[str, str]:
@@ -54,14 +55,16 @@ def main() -> None:
     rows = []
     for name, text in [*golden.items(), *synthetic().items()]:
         loops = find_loops(text)
-        rows.append((name, len(text), timed(find_loops, text, args.repeat),
+        rows.append((name, len(text), timed(lambda t: _exact(t, _tokenize(t)), text, args.repeat),
+                     timed(find_loops, text, args.repeat),
                      timed(lambda t: read_page(t, 1191, 1684), text, args.repeat), len(loops)))
-    print(f"{'page':42} {'chars':>7} {'loops ms':>9} {'parse ms':>9} {'loops':>5}")
-    for name, chars, t_loop, t_parse, n in rows:
-        print(f"{name[:42]:42} {chars:7d} {t_loop:9.2f} {t_parse:9.2f} {n:5d}")
+    print(f"{'page':42} {'chars':>7} {'exact ms':>9} {'loops ms':>9} {'parse ms':>9} {'loops':>5}")
+    for name, chars, t_exact, t_loop, t_parse, n in rows:
+        print(f"{name[:42]:42} {chars:7d} {t_exact:9.2f} {t_loop:9.2f} {t_parse:9.2f} {n:5d}")
     g = rows[: len(golden)]
-    print(f"\n{len(g)} golden pages: median loops {statistics.median(r[2] for r in g):.2f} ms, "
-          f"median parse {statistics.median(r[3] for r in g):.2f} ms, pages with a loop: {sum(r[4] > 0 for r in g)}")
+    print(f"\n{len(g)} golden pages: median exact {statistics.median(r[2] for r in g):.2f} ms, "
+          f"median loops {statistics.median(r[3] for r in g):.2f} ms, "
+          f"median parse {statistics.median(r[4] for r in g):.2f} ms, pages with a loop: {sum(r[5] > 0 for r in g)}")
 
 
 if __name__ == "__main__":

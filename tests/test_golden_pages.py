@@ -14,7 +14,7 @@ from deepocr_cli.outputs.crops import crop_name
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import block_markdown, render_markdown
 from deepocr_cli.outputs.parse import EOS, parse_html_table
-from deepocr_cli.outputs.reparse import page_from_raw, render_raw, single_page_doc
+from deepocr_cli.outputs.reparse import page_from_raw, single_page_doc
 
 NAMES = sorted(p.name for p in RAW.glob("*.txt"))
 _CELL_RE = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
@@ -114,7 +114,8 @@ def test_loop_note_follows_its_block_even_after_markup_repairs_before_it() -> No
 
 
 def test_parser_version_is_bumped_when_the_goldens_change() -> None:
-    """Runs last in this file: the golden files as (re)generated above must match the version they were made by."""
+    """Runs last in this file: a golden file made by this parser version must not have changed (new ones may
+    be added); DEEPOCR_REGEN=1 records the current files."""
     import hashlib
     import os
 
@@ -122,36 +123,18 @@ def test_parser_version_is_bumped_when_the_goldens_change() -> None:
 
     from deepocr_cli.outputs.page import PARSER_VERSION
 
-    digest = hashlib.sha256()
-    for path in sorted(EXPECTED.glob("*.page.json")) + sorted(EXPECTED.glob("*.md")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    files = {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(EXPECTED.glob("*.page.json")) + sorted(EXPECTED.glob("*.md"))
+    }
     record_path = EXPECTED / "PARSER_VERSION.json"
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
-    current = {"parser_version": PARSER_VERSION, "sha256": digest.hexdigest()}
-    if record == current:
-        return
-    assert record.get("parser_version") != PARSER_VERSION, (
-        "the golden outputs changed: bump PARSER_VERSION in deepocr_cli/outputs/page.py, then regenerate"
-    )
+    if record.get("parser_version") == PARSER_VERSION:
+        changed = sorted(n for n, h in record.get("files", {}).items() if files.get(n) != h)
+        assert changed == [], (
+            f"golden outputs changed ({', '.join(changed[:5])}): bump PARSER_VERSION in deepocr_cli/outputs/page.py"
+        )
+    current = {"parser_version": PARSER_VERSION, "files": files}
     if os.environ.get("DEEPOCR_REGEN") == "1":
-        record_path.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
-    assert record_path.exists() and json.loads(record_path.read_text(encoding="utf-8")) == current
-
-
-def test_shuffled_markup_never_raises_nor_leaks() -> None:
-    """Fragments of real markup in random order (seeded): the parser must cope with any of it."""
-    import random
-
-    pieces = ["<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "title", "table", "image", "table_caption",
-              "[[10, 20, 300, 400]]", "[[1, 2, 3", "[[5, 6, 7, 8], [9, 10, 1200, 40]]", "\n", "\n\n", "  ",
-              "Text of a paragraph.", "表格内容", "<table>", "<tr>", "<td>", "</td>", "</tr>", "</table>",
-              "<td colspan=\"2\">", "\\(x\\)", "\\[y\\]", "<center>", "</center>", "$5", "# ", "</|det|>",
-              "<|grounding|>", "<｜end▁of▁sentence｜>", "[[37, 48, 279, 140]]", "|", "<", ">", "<br>", "<!--",
-              "-->", "&amp;", "- ", "1. ", "![x](y)", "<div>", "</div>"]
-    rng = random.Random(13)
-    for _ in range(600):
-        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
-        page = page_from_raw(text, W, H, truncated=rng.random() < 0.5)
-        assert_clean_markdown(render_markdown(single_page_doc(page)))
-        assert_clean_markdown(render_raw(text, task="free"))
-        assert_clean_markdown(render_raw(text, figure=True))
+        record_path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    assert json.loads(record_path.read_text(encoding="utf-8")) == current

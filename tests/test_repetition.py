@@ -158,3 +158,50 @@ def test_a_full_page_of_distinct_text_is_quick() -> None:
     start = time.perf_counter()
     assert find_loops(words) == []
     assert time.perf_counter() - start < 5  # a guard against a quadratic blow-up, not a benchmark
+
+
+# --- loops that drift (the no-repeat rule forces small changes) and loops that count ----------------------
+
+
+def test_drifting_loop_is_found_and_cut_after_its_first_time() -> None:
+    variants = ["Vorstellung täglich um 5 und 8 Uhr abends im großen Saal",
+                "Vorstellung täglich um 5 und 8 Uhr abends im großen Saale",
+                "Vorstellung täglich um 5 und 8 Uhr abends im gros sen Saal",
+                "Vorstellung täglich um 5 und 8 Uhr abends im großen Saal. Kassa"]
+    text = "Spielplan\n\n" + "\n\n".join(variants[k % 4] for k in range(12))
+    loop = one(text)
+    assert (loop.kind, loop.copies) == ("drift", 12)
+    assert cut_loops(text, [loop]).rstrip() == "Spielplan\n\n" + variants[0]
+
+
+def test_cjk_drifting_loop() -> None:
+    lines = [f"本公司董事会保证公告内容真实准确完整{tail}" for tail in ("。", "，", "！", "")]
+    loop = one("公告\n" + "\n".join(lines[k % 4] for k in range(12)))
+    assert loop.kind == "drift" and loop.copies >= 10
+
+
+def test_counting_loop_at_the_end_and_inside() -> None:
+    counting = " ".join(str(100 * k) for k in range(1, 61))
+    loop = one("Scale: " + counting)
+    assert (loop.kind, loop.copies, loop.at_end) == ("count", 60, True)
+    assert cut_loops("Scale: " + counting, [loop]) == "Scale: 100"
+    inside = "Scale: " + " ".join(str(k) for k in range(1, 61)) + "\n\nThe rest of the page goes on here with words."
+    assert find_loops(inside) == []  # 60 numbers followed by text: counting needs 100 inside a page
+    assert one("Scale: " + ", ".join(str(k) for k in range(5, 510, 5)) + "\n\nMore text follows.").kind == "count"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\n".join(str(k) for k in range(1, 29)) + "\n\nCOMES NOW the Plaintiff.",  # margin line numbers
+        " ".join(str(k) for k in range(0, 110, 10)) + "\n\nFigure 3: axis",  # axis labels
+        "\n".join(f"{k}. Item number {k} is a different thing: {w}" for k, w in
+                  enumerate(["bread", "milk", "tea", "eggs", "rice", "salt", "oil", "jam"] * 6, 1)),
+        # a phrase that comes back in every paragraph of a long page: spread out, not a loop
+        "\n\n".join(f"Clause {k}. " + " ".join(f"w{k}x{i}" for i in range(60)) + " subject to the terms and conditions"
+                    " of this agreement" for k in range(12)),
+    ],
+    ids=["line-numbers", "axis-labels", "numbered-list", "spread-phrase"],
+)
+def test_numbers_and_recurring_phrases_are_not_loops(text: str) -> None:
+    assert find_loops(text) == []

@@ -153,10 +153,15 @@ def loop_note(record: dict) -> str:
     words = " ".join(words.replace("|", " ").split())
     unit = words if len(words) <= 60 else words[:57] + "..."
     unit = unit.replace("\\", "\\\\").replace("`", "'").replace("<", "&lt;").replace("*", "\\*").replace("_", "\\_")
-    return (
-        f"> **deepocr:** the model repeated this {record['copies']} times "
-        f"(“{unit}”); one copy is kept. The full output is in the JSON `raw_text`."
-    )
+    kind = record.get("kind", "exact")
+    if kind == "count":
+        what = f"the model kept counting ({unit}, {record['copies']} numbers); only the first is kept."
+    elif kind == "drift":
+        what = (f"the model repeated this {record['copies']} times with small changes (“{unit}”); "
+                "the first time is kept.")
+    else:
+        what = f"the model repeated this {record['copies']} times (“{unit}”); one copy is kept."
+    return f"> **deepocr:** {what} The full output is in the JSON `raw_text`."
 
 
 def blocks_markdown(blocks: list[Block], repetition: list[dict] | None = None) -> list[str]:

@@ -12,7 +12,7 @@ from deepocr_cli.outputs.repetition import cut_loops, find_loops
 
 #: Version of the rules that turn raw output into blocks; the JSON records it, and `--reparse` rewrites
 #: outputs made by an older version. Bump it whenever a golden file under tests/data/expected changes.
-PARSER_VERSION = 2
+PARSER_VERSION = 3
 TASKS = ("markdown", "free")
 
 

@@ -34,6 +34,17 @@ MIN_WORDS_INSIDE = 40
 MIN_COPIES_CONTENTLESS = 100
 #: At most this many loops are reported per page.
 MAX_LOOPS = 4
+#: Drifting loops: a phrase of this many words (at least `NGRAM_DISTINCT` different, `NGRAM_WEIGHT` in word
+#: weight) that comes back this many times, densely (its copies cover `NGRAM_DENSITY` of the words between
+#: the first and the last).
+NGRAM_WORDS = 6
+NGRAM_REPEATS = 10
+NGRAM_DISTINCT = 4
+NGRAM_WEIGHT = 5.0
+NGRAM_DENSITY = 0.3
+#: Counting loops: this many numbers in a constant step (``100 200 300 ...``) running to the end of the output,
+#: or twice as many anywhere. Margin line numbers and axis labels stay far below.
+MIN_COUNT = 50
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
 _TOKEN_RE = re.compile(
@@ -58,6 +69,9 @@ class Loop:
         unit: the repeated text, whitespace collapsed, at most 160 characters.
         cut: ``(begin, end)`` character span removed from the text: every copy after the first.
         at_end: nothing but markup follows the loop (the model looped until it stopped).
+        kind: ``exact`` (identical copies), ``drift`` (copies that vary a little, as the no-repeat rule forces
+            them to: found by a phrase of `NGRAM_WORDS` words coming back again and again) or ``count`` (the
+            model counting: numbers in a constant step).
     """
 
     start: int
@@ -67,6 +81,7 @@ class Loop:
     unit: str
     cut: tuple[int, int]
     at_end: bool
+    kind: str = "exact"
 
     def to_json(self) -> dict:
         """A JSON-ready dict (the page's ``repetition`` entries)."""
@@ -85,7 +100,7 @@ def _weight(kind: str, text: str) -> float:
 
 
 def _tokenize(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[bool]]:
-    """Token ids, start and end offsets, word weights and "starts a line or a row" flags."""
+    """Token ids, start and end offsets, word weights and "starts a line or a row" flags (see `_Tokens`)."""
     ids: list[int] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -145,7 +160,7 @@ def _runs(ids: np.ndarray, period: int, min_len: int) -> list[tuple[int, int]]:
 
 
 def find_loops(text: str) -> list[Loop]:
-    """Find the loops in one page of model output.
+    """Find the loops in one page of model output: exact copies first, then counting, then drifting copies.
 
     Args:
         text: the page's raw output (EOS removed); markup may be present.
@@ -153,10 +168,25 @@ def find_loops(text: str) -> list[Loop]:
     Returns:
         The loops, in text order, non-overlapping; at most `MAX_LOOPS`.
     """
-    ids, starts, ends, weights, boundary = _tokenize(text)
-    n = len(ids)
-    if n < 2 * 2:
+    tok = _tokenize(text)
+    if len(tok[0]) < 4:
         return []
+    chosen = _exact(text, tok)
+    for extra in (_counting(text, tok), _drifting(text, tok, chosen)):
+        for loop in extra:
+            if len(chosen) < MAX_LOOPS and not any(_overlap(loop, other) for other in chosen):
+                chosen.append(loop)
+    return sorted(chosen, key=lambda lp: lp.start)
+
+
+def _overlap(a: Loop, b: Loop) -> bool:
+    return a.start < b.cut[1] and b.start < a.cut[1]
+
+
+def _exact(text: str, tok: tuple) -> list[Loop]:
+    """Runs of identical copies (whitespace and box coordinates aside)."""
+    ids, starts, ends, weights, boundary = tok
+    n = len(ids)
     cum = np.concatenate(([0.0], np.cumsum(weights)))
     candidates: list[tuple[int, int, Loop]] = []
     for p in range(1, min(MAX_PERIOD, n // 2) + 1):
@@ -196,13 +226,94 @@ def find_loops(text: str) -> list[Loop]:
             candidates.append((end - first, -p, loop))
     chosen: list[Loop] = []
     for _, _, loop in sorted(candidates, key=lambda c: (c[0], c[1]), reverse=True):
-        span = (loop.start, loop.cut[1])
-        if any(span[0] < other.cut[1] and other.start < span[1] for other in chosen):
+        if any(_overlap(loop, other) for other in chosen):
             continue
         chosen.append(loop)
         if len(chosen) == MAX_LOOPS:
             break
-    return sorted(chosen, key=lambda lp: lp.start)
+    return chosen
+
+
+def _number(text: str, start: int, end: int) -> int | None:
+    token = text[start:end]
+    return int(token) if token.isascii() and token.isdigit() and len(token) <= 12 else None
+
+
+def _counting(text: str, tok: tuple) -> list[Loop]:
+    """Numbers in a constant non-zero step, next to each other or with one repeated separator between."""
+    ids_a, starts_a, ends_a, weights, _ = tok
+    ids, starts, ends = ids_a.tolist(), starts_a.tolist(), ends_a.tolist()
+    n = len(ids)
+    values = [_number(text, a, b) if text[a].isdigit() else None for a, b in zip(starts, ends, strict=True)]
+    cum = np.concatenate(([0.0], np.cumsum(weights)))
+    found: list[Loop] = []
+    i = 0
+    while i < n:
+        if values[i] is None:
+            i += 1
+            continue
+        best = None
+        for stride in (1, 2):
+            j, step = i, None
+            while values[i] is not None and j + stride < n and values[j + stride] is not None:
+                if stride == 2 and (values[j + 1] is not None or ids[j + 1] != ids[i + 1]):
+                    break
+                d = values[j + stride] - values[j]  # type: ignore[operator]
+                if d == 0 or (step is not None and d != step):
+                    break
+                step, j = d, j + stride
+            count = (j - i) // stride + 1
+            if best is None or count > best[0]:
+                best = (count, stride, j, step)
+        count, stride, j, step = best
+        at_end = float(cum[n] - cum[j + 1]) <= 1.0
+        if count >= (MIN_COUNT if at_end else 2 * MIN_COUNT):
+            tail = text[int(ends[j]) :].strip()
+            cut_end = len(text) if at_end and (not tail or tail.isdigit()) else int(ends[j])
+            found.append(Loop(
+                start=int(starts[i]), period=int(starts[i + stride] - starts[i]), period_tokens=stride,
+                copies=count, unit=f"{text[starts[i]:ends[i]]} ... {text[starts[j]:ends[j]]} in steps of {step}",
+                cut=(int(ends[i]), cut_end), at_end=at_end, kind="count",
+            ))
+            i = j + 1
+        else:
+            i += 1
+    return found
+
+
+def _drifting(text: str, tok: tuple, taken: list[Loop]) -> list[Loop]:
+    """A phrase that keeps coming back with small changes around it (the no-repeat rule forces the drift)."""
+    ids_a, starts_a, ends_a, weights_a, _ = tok
+    ids, starts, ends, weights = ids_a.tolist(), starts_a.tolist(), ends_a.tolist(), weights_a.tolist()
+    words = [i for i, w in enumerate(weights) if w > 0]
+    word_ids = [ids[i] for i in words]
+    grams: dict[tuple, list[int]] = {}
+    for k in range(len(words) - NGRAM_WORDS + 1):
+        grams.setdefault(tuple(word_ids[k : k + NGRAM_WORDS]), []).append(k)
+    found: list[Loop] = []
+    for key, occ in sorted(grams.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if len(occ) < NGRAM_REPEATS or len(found) + len(taken) >= MAX_LOOPS:
+            break
+        first, last = words[occ[0]], words[occ[-1] + NGRAM_WORDS - 1]
+        weight = sum(float(weights[w]) for w in words[occ[0] : occ[0] + NGRAM_WORDS])
+        density = len(occ) * NGRAM_WORDS / (occ[-1] + NGRAM_WORDS - occ[0])
+        if len(set(key)) < NGRAM_DISTINCT or weight < NGRAM_WEIGHT or density < NGRAM_DENSITY:
+            continue
+        # Keep everything up to the phrase's second coming; cut to the end of the line of its last.
+        second = int(starts[words[occ[1]]])
+        newline = text.rfind("\n", int(ends[words[occ[0] + NGRAM_WORDS - 1]]), second)
+        begin = newline if newline >= 0 else int(ends[words[occ[1]] - 1])
+        stop = int(ends[last])
+        line_end = min((x for x in (text.find("\n", stop), text.find("<|", stop)) if x >= 0), default=len(text))
+        loop = Loop(
+            start=int(starts[first]), period=int(starts[words[occ[1]]] - starts[first]),
+            period_tokens=int(words[occ[1]] - first), copies=len(occ),
+            unit=" ".join(text[starts[w] : ends[w]] for w in words[occ[0] : occ[0] + NGRAM_WORDS]),
+            cut=(begin, line_end), at_end=not text[line_end:].strip(), kind="drift",
+        )
+        if not any(_overlap(loop, other) for other in [*taken, *found]):
+            found.append(loop)
+    return found
 
 
 def cut_loops(text: str, loops: list[Loop]) -> str:
