@@ -200,8 +200,16 @@ def test_counting_loop_at_the_end_and_inside() -> None:
         # a phrase that comes back in every paragraph of a long page: spread out, not a loop
         "\n\n".join(f"Clause {k}. " + " ".join(f"w{k}x{i}" for i in range(60)) + " subject to the terms and conditions"
                     " of this agreement" for k in range(12)),
+        # a table whose rows share a long phrase but name a different store each
+        "<table>" + "".join(f"<tr><td>Store {k}</td><td>{city}</td><td>Available in all stores nationwide from May"
+                            "</td></tr>" for k, city in enumerate(["Oslo", "Bergen", "Trondheim", "Stavanger", "Bodø",
+                            "Tromsø", "Ålesund", "Drammen", "Fredrikstad", "Skien", "Kristiansand", "Moss"], 12))
+        + "</table>",
+        # a timetable whose rows differ only in their times
+        "<table>" + "".join(f"<tr><td>{h:02d}:{m:02d}</td><td>Does not run on public holidays or Sundays</td></tr>"
+                            for h in range(6, 12) for m in (15, 45)) + "</table>",
     ],
-    ids=["line-numbers", "axis-labels", "numbered-list", "spread-phrase"],
+    ids=["line-numbers", "axis-labels", "numbered-list", "spread-phrase", "shared-phrase-table", "timetable-note"],
 )
 def test_numbers_and_recurring_phrases_are_not_loops(text: str) -> None:
     assert find_loops(text) == []

@@ -42,6 +42,8 @@ NGRAM_REPEATS = 10
 NGRAM_DISTINCT = 4
 NGRAM_WEIGHT = 5.0
 NGRAM_DENSITY = 0.3
+#: ... and brings almost no word not seen before on the page (at most this share) after its first time.
+NGRAM_NOVELTY = 0.1
 #: Counting loops: this many numbers in a constant step (``100 200 300 ...``) running to the end of the output,
 #: or twice as many anywhere. Margin line numbers and axis labels stay far below.
 MIN_COUNT = 50
@@ -54,6 +56,7 @@ _TOKEN_RE = re.compile(
     rf"|(?P<word>(?:(?![{_CJK}])\w)+)"
     r"|(?P<punct>\S)"
 )
+_DIGITS_RE = re.compile(r"\d+")
 _BOUNDARY_TAGS = ("<tr>", "<|ref|>", "<table>", "<tr")
 
 
@@ -287,6 +290,9 @@ def _drifting(text: str, tok: tuple, taken: list[Loop]) -> list[Loop]:
     ids, starts, ends, weights = ids_a.tolist(), starts_a.tolist(), ends_a.tolist(), weights_a.tolist()
     words = [i for i, w in enumerate(weights) if w > 0]
     word_ids = [ids[i] for i in words]
+    first_seen: dict[int, int] = {}
+    for w in words:
+        first_seen.setdefault(ids[w], w)
     grams: dict[tuple, list[int]] = {}
     for k in range(len(words) - NGRAM_WORDS + 1):
         grams.setdefault(tuple(word_ids[k : k + NGRAM_WORDS]), []).append(k)
@@ -298,6 +304,17 @@ def _drifting(text: str, tok: tuple, taken: list[Loop]) -> list[Loop]:
         weight = sum(float(weights[w]) for w in words[occ[0] : occ[0] + NGRAM_WORDS])
         density = len(occ) * NGRAM_WORDS / (occ[-1] + NGRAM_WORDS - occ[0])
         if len(set(key)) < NGRAM_DISTINCT or weight < NGRAM_WEIGHT or density < NGRAM_DENSITY:
+            continue
+        # A loop brings (almost) nothing new after its first time; rows of a real table that share a phrase
+        # bring new names and numbers every time.
+        later = words[occ[1] : occ[-1] + NGRAM_WORDS]
+        if sum(first_seen[ids[w]] == w for w in later) > NGRAM_NOVELTY * len(later):
+            continue
+        # Copies that differ only in their numbers are rows of a timetable or a numbered form, not a loop:
+        # a loop's drift is in its letters, spacing and markup.
+        cuts = [starts[words[k]] for k in occ]
+        segments = {_DIGITS_RE.sub("0", " ".join(text[a:b].split())) for a, b in zip(cuts, cuts[1:])}
+        if len(segments) <= max(1, len(occ) // 5):
             continue
         # Keep everything up to the phrase's second coming; cut to the end of the line of its last.
         second = int(starts[words[occ[1]]])
