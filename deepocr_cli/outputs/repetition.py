@@ -313,7 +313,7 @@ def _drifting(text: str, tok: tuple, taken: list[Loop]) -> list[Loop]:
         # Copies that differ only in their numbers are rows of a timetable or a numbered form, not a loop:
         # a loop's drift is in its letters, spacing and markup.
         cuts = [starts[words[k]] for k in occ]
-        segments = {_DIGITS_RE.sub("0", " ".join(text[a:b].split())) for a, b in zip(cuts, cuts[1:])}
+        segments = {_DIGITS_RE.sub("0", " ".join(text[a:b].split())) for a, b in zip(cuts, cuts[1:], strict=False)}
         if len(segments) <= max(1, len(occ) // 5):
             continue
         # Keep everything up to the phrase's second coming; cut to the end of the line of its last.
