@@ -9,8 +9,13 @@ The text is split into tokens that ignore whitespace and box coordinates: a word
 one punctuation mark, one HTML tag or grounding tag, or a whole ``<|det|>...<|/det|>`` span (so a block repeated
 with shifted boxes still counts as a copy). A run of ``k`` exact copies of a unit of ``p`` tokens is a loop when
 the unit carries words (real repeated structure, such as blank form rows, dot leaders or rows of zeros, is
-mostly tags and punctuation) and there are enough copies of enough words (see `is_loop`). Nothing here parses
-markup; the page parser runs on the cut text.
+mostly tags and punctuation) and there are enough copies of enough words (see `is_loop`).
+
+Because the no-repeat rule forbids exact repeats of short spans, real loops also *drift*: each copy differs a
+little (a word split into letters, a bold marker moved). Those are found as a phrase of `NGRAM_WORDS` words that
+keeps coming back densely while bringing almost nothing new; and a model that *counts* (``100 200 300 ...``) is
+found as a long run of numbers in a constant step. Nothing here parses markup; the page parser runs on the cut
+text.
 """
 
 from __future__ import annotations
