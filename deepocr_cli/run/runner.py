@@ -161,7 +161,7 @@ class Runner:
             ctx.internal.append(page_request(ctx, work, up, attempt=1))
             return
         first, work.first = work.first, None
-        if first is not None and not _bad(first[0]) and _bad(res):
+        if first is not None and not _bad(work.attempts[0]) and _bad(attempt):
             # The escalated run looped where the first did not: keep the first attempt.
             res, mode, grid = first
             page.mode, page.grid = mode, grid
@@ -191,7 +191,7 @@ class Runner:
 
         ratio = work.attempts[-1]["actual_ratio"]
         # A page that looped (even one that then ended normally) is retried one mode up, like a truncated one.
-        return needs_escalation(_bad(res), ratio, self.ctx.options.max_compression)
+        return needs_escalation(_bad(work.attempts[-1]), ratio, self.ctx.options.max_compression)
 
     def _submit_figures(self, work: Page) -> None:
         opt = self.ctx.options
@@ -234,5 +234,6 @@ def retry_reason(text: str, truncated: bool) -> str | None:
     return "repetition" if _repeats(text) else None
 
 
-def _bad(res: Any) -> bool:
-    return retry_reason(res.text, bool(res.truncated)) is not None
+def _bad(attempt: dict) -> bool:
+    """An attempt worth retrying (or not worth keeping over a clean one): truncated or looping."""
+    return bool(attempt.get("truncated")) or bool(attempt.get("repeating"))
