@@ -99,7 +99,8 @@ CONVERT_HELP = (
     "  deepocr convert scan.pdf --mode gundam --pages 1-3,7\n"
     "  deepocr convert ./archive -o ./out --format json --json > report.json\n"
     "  find . -name '*.pdf' -print0 | deepocr convert - -0\n"
-    "  deepocr convert page.png --stdout | less",
+    "  deepocr convert page.png --stdout | less\n"
+    "  deepocr convert ./archive --reparse     # new parser rules, no GPU",
 )
 def convert(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders; `-` reads paths from stdin.", show_default=False,
@@ -127,6 +128,7 @@ def convert(
     fmt: Annotated[str, typer.Option("--format", help=_formats_help(), metavar="LIST", rich_help_panel=OUTPUT)] = "md,json",
     render_molecules: Annotated[bool, typer.Option("--render-molecules", help="Draw each recognised molecule as PNG beside its crop.", rich_help_panel=OUTPUT)] = False,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the Markdown of a single input to stdout; write no files.", rich_help_panel=OUTPUT)] = False,
+    reparse: Annotated[bool, typer.Option("--reparse", help="Rebuild NAME.md/NAME.json/crops from the raw output stored in NAME.json with the current parser; no model is loaded.", rich_help_panel=RUN)] = False,
     force: Annotated[bool, typer.Option("--force", help="Reconvert even if outputs are up to date.", rich_help_panel=RUN)] = False,
     retry_truncated: Annotated[bool, typer.Option("--retry-truncated", help="Retry pages an earlier run left truncated, with the same settings.", rich_help_panel=RUN)] = False,
     batch_size: Annotated[int | None, typer.Option(help="Pages per forward pass (default: from free memory).", metavar="N", rich_help_panel=RUN)] = None,
@@ -163,7 +165,12 @@ def convert(
         from deepocr_cli.progress import CliReporter
 
         with CliReporter(quiet=quiet or stdout and not verbose, verbose=verbose) as reporter:
-            run_convert(input_paths, options, reporter=reporter, report=report)
+            if reparse:
+                from deepocr_cli.run.reparse import reparse as run_reparse
+
+                report = run_reparse(input_paths, options, reporter=reporter)
+            else:
+                run_convert(input_paths, options, reporter=reporter, report=report)
     except DeepOcrError as e:
         raise failed(e.exit_code, str(e), _fail(e, verbose)) from None
     except KeyboardInterrupt:
@@ -302,6 +309,41 @@ def plan(
     except BrokenPipeError:
         _quiet_broken_pipe()
     raise typer.Exit(int(ExitCode.PARTIAL if failed else ExitCode.OK))
+
+
+@app.command(
+    name="parse", cls=Command,
+    epilog=EXIT_CODES_HELP + "\n\n\b\nExamples:\n  jq -r '.pages[0].raw_text' paper.json | deepocr parse -\n"
+    "  deepocr parse page.txt --format json --width 1191 --height 1684\n"
+    "  deepocr parse answer.txt --figure",
+)
+def parse_raw(
+    file: Annotated[str, typer.Argument(help="Raw model output of one page (as the JSON's raw_text), or - for stdin.", show_default=False, metavar="FILE")],
+    width: Annotated[int, typer.Option(help="Width in pixels of the page the model saw.", metavar="PX", rich_help_panel=INPUT)] = 1000,
+    height: Annotated[int, typer.Option(help="Height in pixels of the page the model saw.", metavar="PX", rich_help_panel=INPUT)] = 1400,
+    task: Annotated[str, typer.Option(help="markdown (grounded layout blocks) or free (plain OCR).", metavar="TASK", rich_help_panel=INPUT)] = "markdown",
+    figure: Annotated[bool, typer.Option("--figure", help="The text is a deep-parsing answer to `Parse the figure.`", rich_help_panel=INPUT)] = False,
+    truncated: Annotated[bool, typer.Option("--truncated", help="The output hit the token limit (raw_text has no EOS to tell).", rich_help_panel=INPUT)] = False,
+    fmt: Annotated[str, typer.Option("--format", help="md (what NAME.md holds for the page) or json (its page object in NAME.json).", metavar="FMT", rich_help_panel=OUTPUT)] = "md",
+) -> None:
+    """Print what `convert` writes for one page of raw model output, without the model.
+
+    The same code path as `convert`: markup repairs, tables and captions, headings, loops cut to one copy.
+    """
+    from deepocr_cli.outputs.reparse import render_raw
+
+    try:
+        raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        typer.echo(f"deepocr: error: cannot read {file}: {getattr(e, 'strerror', None) or e}", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    if width < 1 or height < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--width/--height")
+    try:
+        sys.stdout.write(render_raw(raw, fmt, width, height, task, figure, truncated))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    raise typer.Exit(int(ExitCode.OK))
 
 
 def main() -> None:

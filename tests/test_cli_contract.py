@@ -230,7 +230,7 @@ def test_stdout_and_json_together_are_refused(tree: Path) -> None:
 # ----------------------------------------------------------------------------- 13. --help
 
 
-@pytest.mark.parametrize("command", [[], ["convert"], ["plan"], ["infer"]])
+@pytest.mark.parametrize("command", [[], ["convert"], ["plan"], ["infer"], ["parse"]])
 def test_help_fits_80_columns_without_type_tags(command: list[str]) -> None:
     r = invoke(*command, "--help", env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
     assert r.exit_code == 0
@@ -239,7 +239,8 @@ def test_help_fits_80_columns_without_type_tags(command: list[str]) -> None:
     assert not re.search(r"<(bool|str|int|float|Path|list\[[^]]*\])>", r.stdout), r.stdout
     if command:
         text = r.stdout
-        for group in ("Input", "Model", "Output", "Run") if command != ["infer"] else ("Model", "Output"):
+        groups = {"infer": ("Model", "Output"), "parse": ("Input", "Output")}.get(command[0], ("Input", "Model", "Output", "Run"))
+        for group in groups:
             assert f"─ {group} ─" in text, group
         assert text.rstrip().rfind("Examples:") > text.find("Exit codes:") > 0  # examples come last
 

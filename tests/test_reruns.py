@@ -121,6 +121,16 @@ def test_deleted_or_edited_outputs_come_back_from_the_json_without_the_model(
     assert set(statuses(rep).values()) == {"skipped"} and probe.loads == 0
 
 
+def test_reparsed_outputs_stay_up_to_date(scripted_checkpoint: Path, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--reparse` rewrites the outputs of the same conversion: the next run does not take them for edits."""
+    probe = Probe(monkeypatch)
+    assert convert(scripted_checkpoint, str(tree))[0].exit_code == 0
+    assert runner.invoke(app, ["convert", "--reparse", str(tree)]).exit_code == 0
+    probe.reset()
+    r, rep = convert(scripted_checkpoint, str(tree))
+    assert r.exit_code == 0 and set(statuses(rep).values()) == {"skipped"} and probe.loads == 0
+
+
 # ----------------------------------------------------------------------------- 2. a partial document stays partial
 
 

@@ -83,7 +83,7 @@ def convert(
     settings = options.output_settings()
     todo: list[Doc] = []
     restores: list[tuple[Doc, Verdict]] = []
-    for src, paths_ in zip(docs, _assign_outputs(docs, options.output_dir), strict=True):
+    for src, paths_ in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
         try:
             sha = sha256_file(src.path)
         except OSError as e:
@@ -189,7 +189,7 @@ def _not_busy(todo: list[Doc], report: RunReport, reporter: Reporter) -> list[Do
     return free
 
 
-def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
+def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
     """Output paths per document, never shared: `a.pdf` and `a.png` in one folder (or two input
     trees mirrored into one --output-dir) get `a.pdf.md` / `a.png.md`, then numbered stems."""
 

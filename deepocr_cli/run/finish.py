@@ -54,6 +54,7 @@ def _file_report(doc: Doc) -> FileReport:
         str(doc.src.path), {"ok": "converted"}.get(result.status, result.status),
         pages=len(new), truncated_pages=len(truncated), failed_pages=failed, resumed_pages=len(doc.resumed),
         truncated_kept=sum(1 for p in truncated if p.index in doc.resumed),
+        repeating_pages=sum(1 for p in result.pages if p.repetition),
         vision_tokens=sum(p.vision_tokens for p in new), generated_tokens=sum(p.generated_tokens for p in new),
     )
     reasons = []
@@ -62,6 +63,8 @@ def _file_report(doc: Doc) -> FileReport:
             f"p{p.index + 1}: {p.error.message}" for p in result.pages if p.error)[:500])
     if truncated:
         reasons.append(truncation_note([p.index for p in truncated], doc.resumed))
+    if fr.repeating_pages and not failed and not truncated:
+        reasons.append(f"{fr.repeating_pages} page(s) repeated text in a loop; one copy kept (see the page's repetition)")
     fr.reason = "; ".join(reasons) or None
     return fr
 
