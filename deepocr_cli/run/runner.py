@@ -22,7 +22,9 @@ from typing import Any
 from deepocr_cli import prompts
 from deepocr_cli.inputs.discover import DocKind
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
+from deepocr_cli.outputs.page import read_page
+from deepocr_cli.outputs.parse import strip_eos
+from deepocr_cli.outputs.repetition import find_loops
 from deepocr_cli.outputs.results import PageError, PageResult
 from deepocr_cli.planning import rates
 from deepocr_cli.planning.modes import Mode
@@ -30,6 +32,7 @@ from deepocr_cli.run.finish import finish_page, maybe_finish_doc
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
 from deepocr_cli.run.produce import Producer, escalation_target, page_request
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.state import checkpoint_batch
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ class Runner:
             ctx.stop.set()
             thread.join(timeout=5)
             producer.shutdown()
-            rates.record(ctx.model_info["id"], ctx.model_info["device"], ctx.rate_samples)
+            rates.record(ctx.model_info.get("fingerprint") or ctx.model_info["id"], ctx.model_info["device"],
+                         ctx.rate_samples)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -114,8 +118,8 @@ class Runner:
         src = str(doc.src.path)
         if kind == "doc":
             ctx.reporter.doc_started(src, len(doc.wanted))
-            for page in doc.done.values():
-                ctx.reporter.page_done(src, page)
+            if doc.resumed:
+                ctx.reporter.doc_resumed(src, len(doc.resumed), len(doc.wanted))
         elif kind == "page_error":
             _, _, index, err = item
             assert doc.result is not None
@@ -152,7 +156,10 @@ class Runner:
             )
             for i, res in zip(indices, out, strict=True):
                 results[i] = res
-        share = (time.perf_counter() - t0) / len(batch)
+        elapsed = time.perf_counter() - t0
+        share = elapsed / len(batch)
+        # Pages are checkpointed as their batch ends: keep batches short enough that a kill loses little.
+        self.batch_size = checkpoint_batch(self.batch_size, len(batch), elapsed)
         for req, res in zip(batch, results, strict=True):
             req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
             if req.kind == "page":
@@ -166,7 +173,8 @@ class Runner:
         ctx, work, page, opt = self.ctx, req.work, req.work.page, self.ctx.options
         attempt = work.attempts[-1]
         attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
-                       actual_ratio=round(res.generated_tokens / ctx.family.vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
+                       actual_ratio=round(res.generated_tokens / ctx.family.vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3),
+                       repeating=_repeats(res.text))
         if self._should_escalate(work, res):
             up = escalation_target(ctx, Mode(attempt["mode"]))
             assert up is not None
@@ -177,7 +185,7 @@ class Runner:
             ctx.internal.append(page_request(ctx, work, up, attempt=1))
             return
         first, work.first = work.first, None
-        if first is not None and first[0].truncated is False and res.truncated:
+        if first is not None and not _bad(work.attempts[0]) and _bad(attempt):
             # The escalated run looped where the first did not: keep the first attempt.
             res, mode, grid = first
             page.mode, page.grid = mode, grid
@@ -191,11 +199,8 @@ class Runner:
             page.plan["actual_ratio"] = round(ratio, 3)
             page.plan["at_risk"] = bool(ratio > opt.max_compression)
         try:
-            if opt.task == "markdown":
-                parsed = parse_grounded(res.text, page.width, page.height)
-                page.blocks, page.warnings = parsed.blocks, list(parsed.warnings)
-            else:
-                page.blocks = [Block(index=0, label="text", boxes=[], boxes_px=[], content=strip_markup(res.text))]
+            parsed = read_page(res.text, page.width, page.height, opt.task)
+            page.blocks, page.warnings, page.repetition = parsed.blocks, list(parsed.warnings), parsed.repetition
         except Exception as e:  # noqa: BLE001 - the parser is tolerant; this guards against a bug losing a page
             page.error = PageError("parse", f"{type(e).__name__}: {e}")
         if page.truncated:
@@ -210,7 +215,8 @@ class Runner:
         from deepocr_cli.planning.autoplan import needs_escalation
 
         ratio = work.attempts[-1]["actual_ratio"]
-        return needs_escalation(res.truncated, ratio, self.ctx.options.max_compression)
+        # A page that looped (even one that then ended normally) is retried one mode up, like a truncated one.
+        return needs_escalation(_bad(work.attempts[-1]), ratio, self.ctx.options.max_compression)
 
     def _submit_figures(self, work: Page) -> None:
         opt = self.ctx.options
@@ -238,3 +244,21 @@ class Runner:
         req.work.figures_pending -= 1
         if req.work.figures_pending == 0:
             finish_page(self.ctx, req.work)
+
+
+def _repeats(text: str) -> bool:
+    """Whether a page's output holds a loop (see `deepocr_cli.outputs.repetition`)."""
+    return bool(find_loops(strip_eos(text)[0]))
+
+
+def retry_reason(text: str, truncated: bool) -> str | None:
+    """Why an answer is worth a retry one mode up: ``truncated`` (token limit), ``repetition`` (a loop, even
+    one the model then ended normally), or None."""
+    if truncated:
+        return "truncated"
+    return "repetition" if _repeats(text) else None
+
+
+def _bad(attempt: dict) -> bool:
+    """An attempt worth retrying (or not worth keeping over a clean one): truncated or looping."""
+    return bool(attempt.get("truncated")) or bool(attempt.get("repeating"))
