@@ -201,6 +201,8 @@ NO_ESTIMATE = ("No time estimate: one appears once `deepocr convert` has measure
 def render_plan_text(result: dict) -> str:
     """The human form of `plan --json` as plain text: the per-page table, then the totals (one row per mode)."""
     title = f"auto plan (max compression {result['max_compression']}x)"
+    if result.get("model_family", V1.name) != V1.name:
+        title += "\nDeepSeek-OCR-2: modes are tile caps (tiny none, small/base/large 2/3/4, gundam max)"
     header, rows = totals_rows(result)
     # Transposed: one row per strategy keeps the totals narrow whatever the number of modes.
     totals = plain_table(["strategy", *(r[0] for r in rows)],
