@@ -73,6 +73,7 @@ class FinishedSequence:
         eos: stopped on EOS.
         first_top5: (id, raw logit) of the five best first tokens.
         preemptions: how often this sequence was paused and recomputed.
+        seconds: its share of the engine's time (each step's time split over the sequences it ran).
         error: why it could not run (KV budget too small for it alone), else None.
     """
 
@@ -82,6 +83,7 @@ class FinishedSequence:
     eos: bool
     first_top5: list[tuple[int, float]]
     preemptions: int = 0
+    seconds: float = 0.0
     error: str | None = None
 
     @property
@@ -102,6 +104,7 @@ class _Seq:
     first_top5: list[tuple[int, float]] | None = None
     admitted: int = -1  # admission counter: the largest is the newest
     preemptions: int = 0
+    seconds: float = 0.0
 
     @property
     def context(self) -> int:
@@ -217,11 +220,19 @@ class Scheduler:
         done: list[FinishedSequence] = []
         with torch.inference_mode():
             self._admit(done)
+            ran = list(self.running)
             self._prefill(done)
             self._decode(done)
+        elapsed = time.perf_counter() - t0
+        share = elapsed / max(1, len(ran))
+        for s in ran:
+            s.seconds += share
+        ran_ids = {s.index for s in ran}
+        for f in done:
+            f.seconds += share if f.index in ran_ids else 0.0
         self.metrics.kv_peak_bytes = self.cache.peak_blocks * self.cache.block_bytes
         self.metrics.finished += len(done)
-        self.metrics.seconds += time.perf_counter() - t0
+        self.metrics.seconds += elapsed
         return done
 
     def run(self, requests: list[EngineRequest]) -> list[FinishedSequence]:
@@ -297,7 +308,7 @@ class Scheduler:
             seq.slot = -1
         seq.embeds = None
         return FinishedSequence(
-            seq.index, seq.request, seq.generated, eos, seq.first_top5 or [], seq.preemptions, error
+            seq.index, seq.request, seq.generated, eos, seq.first_top5 or [], seq.preemptions, seq.seconds, error
         )
 
     # ----- the two kinds of forward -----

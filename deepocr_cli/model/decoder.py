@@ -7,23 +7,22 @@ only blocks that match exactly are Llama's RMSNorm (fp32 variance, weight times 
 result) and rotate-half RoPE, but importing ``transformers.models.llama.modeling_llama`` costs ~3 s
 of start-up on a small machine for two ten-line functions, so they are re-stated here with the
 same arithmetic (and checked against the Llama versions in tests/model/test_decoder.py).
-Everything else is written for batched inference over the paged KV cache of ``kv_cache.py``.
+Everything else is written for batched inference over a paged KV cache: the attention calls
+``paged.attend(layer, q, k, v)`` of the batch object the generation engine passes
+(``deepocr_cli.engine.kv_cache.PagedBatch``), so the model needs nothing from the engine.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deepocr_cli.model.configuration import DecoderConfig
-
-if TYPE_CHECKING:  # duck-typed at run time: the engine package imports the model, not back
-    from deepocr_cli.engine.kv_cache import PagedBatch
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class DeepOcrAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        paged: PagedBatch | None,
+        paged: Any,
     ) -> torch.Tensor:
         """Attend x [B, L, H]: to itself under ``mask`` [B, 1, L, L], or to its cached prefix via ``paged``."""
         b, length, _ = x.shape
@@ -282,7 +281,7 @@ class DeepOcrTextModel(nn.Module):
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         valid: torch.Tensor,
-        paged: PagedBatch | None = None,
+        paged: Any = None,
     ) -> torch.Tensor:
         """Run the decoder on new positions.
 

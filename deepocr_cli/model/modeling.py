@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,9 +13,6 @@ from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.decoder import DeepOcrTextModel
 from deepocr_cli.model.image_processing import PreparedImage
 from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, DeepOcrSamEncoder, embed_images
-
-if TYPE_CHECKING:  # duck-typed at run time: the engine package imports the model, not back
-    from deepocr_cli.engine.kv_cache import PagedBatch
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +108,7 @@ class DeepOcrForCausalLM(nn.Module):
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         valid: torch.Tensor,
-        paged: PagedBatch | None = None,
+        paged: Any = None,
         last_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder + lm_head.

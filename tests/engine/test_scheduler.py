@@ -9,8 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from deepocr_cli import prompts
-from deepocr_cli.model import NGramConfig, load_engine
-from deepocr_cli.modes import Mode
+from deepocr_cli.engine import load_engine
+from deepocr_cli.model import NGramConfig
+from deepocr_cli.planning.modes import Mode
 from tests.conftest import SCRIPT
 
 NGRAM = NGramConfig(size=3, window=12)  # small n so the ban fires within a few dozen tokens

@@ -6,10 +6,11 @@ import pytest
 from PIL import Image
 
 from deepocr_cli import prompts
+from deepocr_cli.engine import load_engine
 from deepocr_cli.errors import OutOfResourcesError, UsageError
-from deepocr_cli.model import load_engine, write_random_checkpoint
+from deepocr_cli.model import write_random_checkpoint
 from deepocr_cli.model.engine import build_prompt_ids
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning.modes import Mode
 
 SCRIPT = "<|ref|>title<|/ref|><|det|>[[12, 34]]<|/det|>\n# Hello deepocr"
 A4_144DPI = (1191, 1684)
@@ -73,7 +74,7 @@ def test_a_page_larger_than_the_whole_kv_budget_is_a_resources_error(tmp_path):
 
 
 def test_suggested_batch_size_follows_the_memory_budget(scripted_checkpoint) -> None:
-    from deepocr_cli.model import load_engine
+    from deepocr_cli.engine import load_engine
 
     small = load_engine(str(scripted_checkpoint), memory_budget_bytes=50_000_000).suggested_batch_size(512)
     large = load_engine(str(scripted_checkpoint), memory_budget_bytes=500_000_000).suggested_batch_size(512)

@@ -9,9 +9,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from deepocr_cli import prompts
+from deepocr_cli.engine import load_engine
 from deepocr_cli.engine.ngram import NGramBlocker
-from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
-from deepocr_cli.modes import Mode
+from deepocr_cli.model import NGramConfig, write_random_checkpoint
+from deepocr_cli.planning.modes import Mode
 
 
 def _banned(blocker: NGramBlocker, seq: list[int], vocab: int = 10) -> set[int]:
