@@ -7,7 +7,6 @@ import json
 import logging
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -195,27 +194,30 @@ def convert(
 
 
 @app.command(epilog="\b\nExamples:\n  deepocr infer page.png --mode base\n"
-             "  deepocr infer page.png --model ./DeepSeek-OCR --json --max-new-tokens 64\n\n" + EXIT_CODES_HELP)
+             "  deepocr infer a.png b.png c.png --batch-size 2 --json --max-new-tokens 64\n\n" + EXIT_CODES_HELP)
 def infer(
-    image: Annotated[Path, typer.Argument(help="An image file.", exists=True, dir_okay=False)],
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
     model: Annotated[str, typer.Option(help="Hub id or local checkpoint folder (env DEEPOCR_MODEL).",
                                        show_default="deepseek-ai/DeepSeek-OCR")] = "",
     mode: Annotated[str, typer.Option("--mode", "-m", help="tiny, small, base, large or gundam.")] = "gundam",
     prompt: Annotated[str | None, typer.Option(help="Prompt with one <image> (default: grounded Markdown prompt).")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation limit.")] = 8192,
     max_tiles: Annotated[int, typer.Option(help="Most Gundam tiles (2..9).")] = 6,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences decoding at once (default: from memory).", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto, cuda, mps or cpu.")] = "auto",
     dtype: Annotated[str | None, typer.Option(help="bfloat16, float16 or float32.")] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision to pin.")] = None,
     ngram_size: Annotated[int, typer.Option(help="No-repeat n-gram size (0 disables).")] = 20,
     ngram_window: Annotated[int, typer.Option(help="No-repeat n-gram window.")] = 50,
-    json_out: Annotated[bool, typer.Option("--json", help="Print prompt ids, vision tokens, first-step top-5 logits, generated ids and text.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per image, in input order: prompt ids, vision tokens, first-step top-5 logits, generated ids and text.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Tracebacks on errors.")] = 0,
 ) -> None:
-    """Run the model on one image and print its raw output (special tokens kept).
+    """Run the model on images and print their raw output (special tokens kept).
 
     This is the fidelity probe: with --json it prints what is needed to compare a checkpoint's
-    greedy output token for token with the official implementation.
+    greedy output token for token with the official implementation. All images go through the
+    continuous-batching engine together; the output of each is the same whatever --batch-size.
+    The engine's metrics go to stderr.
     """
     _setup_logging(verbose, quiet=False)
     from PIL import Image
@@ -232,32 +234,44 @@ def infer(
         from deepocr_cli.model import NGramConfig
 
         engine = load_engine(model or default_model(), revision=revision, device=device, dtype=dtype)
-        try:
-            img = Image.open(image)
-            img.load()
-        except OSError as e:
-            raise typer.BadParameter(f"cannot read image: {e}", param_hint="IMAGE") from None
-        t0 = time.perf_counter()
-        req = engine.prepare(img, mode_, prompt or prompts.MARKDOWN, 2, max_tiles)
+        requests, errors = [], {}
+        for i, path in enumerate(images):
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    requests.append(engine.prepare(img, mode_, prompt or prompts.MARKDOWN, 2, max_tiles, tag=i))
+            except (OSError, DeepOcrError) as e:  # one bad image: its own error line, the others go on
+                errors[i] = f"cannot read image: {e}"
         ngram = NGramConfig(size=ngram_size, window=ngram_window, enabled=ngram_size > 0)
-        (res,) = engine.generate([req], max_new_tokens=max_new_tokens, ngram=ngram)
-        elapsed = time.perf_counter() - t0
+        results = {r.tag: r for r in engine.generate(requests, max_new_tokens=max_new_tokens,
+                                                      batch_size=batch_size, ngram=ngram)}
     except DeepOcrError as e:
         raise _fail(e, verbose) from None
     except KeyboardInterrupt:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    if json_out:
-        out = {
-            "model": engine.model_id, "mode": mode_.value, "grid": list(req.image.grid),
-            "prompt_ids": res.prompt_ids, "num_vision_tokens": res.num_image_embeddings,
-            "first_top5": [{"id": i, "logit": v} for i, v in res.first_top5],
-            "generated_ids": res.token_ids, "generated_tokens": res.generated_tokens,
-            "truncated": res.truncated, "text": res.text, "seconds": round(elapsed, 3),
-        }
-        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
-    else:
-        sys.stdout.write(res.text + "\n")
-    raise typer.Exit(int(ExitCode.PARTIAL if res.truncated else ExitCode.OK))
+    for i, path in enumerate(images):
+        res = results.get(i)
+        if res is None:
+            out = {"image": str(path), "error": errors[i]}
+            typer.echo(f"deepocr: {path}: {errors[i]}", err=True)
+        else:
+            out = {
+                "image": str(path), "model": engine.model_id, "mode": mode_.value,
+                "grid": list(next(r.image.grid for r in requests if r.tag == i)),
+                "prompt_ids": res.prompt_ids, "num_vision_tokens": res.num_image_embeddings,
+                "first_top5": [{"id": t, "logit": v} for t, v in res.first_top5],
+                "generated_ids": res.token_ids, "generated_tokens": res.generated_tokens,
+                "truncated": res.truncated, "text": res.text, "seconds": round(res.seconds, 3),
+            }
+        if json_out:
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        elif res is not None:
+            sys.stdout.write((f"==> {path} <==\n" if len(images) > 1 else "") + res.text + "\n")
+    from deepocr_cli.progress import engine_line
+
+    typer.echo(f"deepocr: {len(results)} images" + engine_line(engine.metrics.report()), err=True)
+    bad = errors or any(r.truncated for r in results.values())
+    raise typer.Exit(int(ExitCode.PARTIAL if bad else ExitCode.OK))
 
 
 @app.command(epilog="\b\nExamples:\n  deepocr plan ./papers\n  deepocr plan scan.pdf --json | jq '.totals'\n\n" + EXIT_CODES_HELP)

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
+from deepocr_cli.errors import OutOfResourcesError
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
 from deepocr_cli.outputs.results import PageError, PageResult
@@ -98,6 +99,9 @@ class Runner:
                 return
             for done in sched.step() if sched.has_work else []:
                 res = engine.result(done)
+                if res.error:  # a page larger than the whole KV budget: out of memory at batch size 1 (exit 7)
+                    raise OutOfResourcesError(f"out of memory: a page {res.error}; lower --max-new-tokens, "
+                                              "use a smaller mode, or free GPU memory")
                 req = res.tag
                 req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + res.seconds, 4)
                 (self._on_page_result if req.kind == "page" else self._on_figure_result)(req, res)
@@ -135,9 +139,6 @@ class Runner:
 
     def _on_page_result(self, req: Request, res: Any) -> None:
         ctx, work, page, opt = self.ctx, req.work, req.work.page, self.ctx.options
-        if res.error:  # too large for the whole KV budget: this page fails, the run goes on
-            page.error = PageError("generate", f"out of memory: {res.error}")
-            return finish_page(ctx, work)
         attempt = work.attempts[-1]
         attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
                        actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
