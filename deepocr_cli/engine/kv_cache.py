@@ -66,8 +66,9 @@ class PagedKVCache:
         element = torch.tensor([], dtype=dtype).element_size()
         self.token_bytes = 2 * num_layers * kv_heads * head_dim * element
         self.block_bytes = self.token_bytes * block_size
-        self.max_blocks = int(budget_bytes // self.block_bytes)
         self.max_blocks_per_seq = math.ceil(max_positions / block_size)
+        # More than every slot at full context can never be used: no point holding it.
+        self.max_blocks = int(min(budget_bytes // self.block_bytes, slots * self.max_blocks_per_seq))
         self.tables = torch.zeros(slots, self.max_blocks_per_seq, dtype=torch.int32)
         self._owned: list[list[int]] = [[] for _ in range(slots)]
         self.peak_blocks = 0

@@ -36,6 +36,7 @@ from deepocr_cli.engine.kv_cache import (
 )
 from deepocr_cli.engine.metrics import EngineMetrics
 from deepocr_cli.engine.ngram import NGramBlocker
+from deepocr_cli.errors import OutOfResourcesError
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,10 @@ class _Seq:
 def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None) -> int:
     """KV-cache bytes for ``model``: ``budget`` if given, else derived from free memory.
 
-    On CUDA: (free * GPU_MEMORY_FRACTION - workspace) * layers / (layers + 1), where the workspace
+    On CUDA: (free * GPU_MEMORY_FRACTION - workspace) * layers / (layers + 2), where the workspace
     is the logits of a full decode step (3 * slots * vocab * 4 bytes) plus prefill activations, and
-    the layers/(layers+1) factor leaves room for one layer's gathered K/V when SDPA reads the pages.
+    the layers/(layers+2) factor leaves room for one layer's K/V gathered from the pages (and a
+    copy of it) when SDPA reads them. A device OOM later still only preempts (see ``_shrink``).
     On the host: HOST_MEMORY_FRACTION of physical memory (the pool only grows as it is used).
     """
     if budget is not None:
@@ -133,7 +135,7 @@ def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | N
         per_token = dec.hidden_size * (8 + 2 * dec.num_experts_per_tok) + 3 * dec.intermediate_size
         workspace = 3 * slots * dec.vocab_size * 4 + prefill_tokens * per_token * element
         usable = max(0, int(free * GPU_MEMORY_FRACTION) - workspace)
-        return usable * dec.num_hidden_layers // (dec.num_hidden_layers + 1)
+        return usable * dec.num_hidden_layers // (dec.num_hidden_layers + 2)
     try:
         physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -221,8 +223,13 @@ class Scheduler:
         with torch.inference_mode():
             self._admit(done)
             ran = list(self.running)
-            self._prefill(done)
-            self._decode(done)
+            for phase in (self._prefill, self._decode):
+                while True:
+                    try:
+                        phase(done)
+                        break
+                    except torch.OutOfMemoryError:  # activations did not fit next to the KV pool
+                        self._shrink()
         elapsed = time.perf_counter() - t0
         share = elapsed / max(1, len(ran))
         for s in ran:
@@ -299,6 +306,18 @@ class Scheduler:
         self.metrics.preemptions += 1
         self.waiting.appendleft(seq)
         log.debug("preempted sequence %d at %d generated tokens", seq.index, len(seq.generated))
+
+    def _shrink(self) -> None:
+        """After a device OOM: preempt the newest sequence and cap the KV budget at what is held now."""
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(self.running) <= 1:
+            raise OutOfResourcesError("out of memory with a single sequence; use a smaller mode or free GPU memory")
+        self._preempt(max(self.running, key=lambda r: r.admitted))
+        self.cache.max_blocks = max(1, self.cache.used_blocks)
+        self.prefill_tokens = max(256, self.prefill_tokens // 2)
+        log.warning("device out of memory: %d sequences kept, KV budget capped at %d blocks",
+                    len(self.running), self.cache.max_blocks)
 
     def _finish(self, seq: _Seq, eos: bool, error: str | None = None) -> FinishedSequence:
         if seq.slot >= 0:

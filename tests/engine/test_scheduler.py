@@ -6,6 +6,7 @@ import dataclasses
 import random
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from deepocr_cli import prompts
@@ -154,3 +155,19 @@ def test_metrics_report_has_the_throughput_figures(engine, requests):
     assert report["generated_tokens"] == sum(CAPS[:4])
     assert report["pages"] == 4 and 0 < report["slot_occupancy"] <= 1
     assert report["kv_peak_bytes"] > 0 and report["generated_tok_per_s"] > 0
+
+
+def test_a_device_oom_mid_run_preempts_and_keeps_outputs(engine, requests, reference, monkeypatch):
+    real = engine.model.forward_logits
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # the 6th forward runs out of device memory once
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward_logits", flaky)
+    got, sched = _run(engine, requests, 8)
+    assert got == reference
+    assert calls["n"] > 6 and sched.metrics.preemptions >= 1
