@@ -23,6 +23,9 @@ class EngineMetrics:
         kv_budget_bytes: KV-cache budget.
         kv_peak_bytes: most KV-cache bytes held at once.
         seconds: wall time spent inside scheduler steps.
+        encode_s: of which vision encoding and input embedding (admissions).
+        prefill_s: of which prefill forwards.
+        decode_s: of which decode forwards and token choice.
     """
 
     slots: int = 0
@@ -38,6 +41,9 @@ class EngineMetrics:
     kv_budget_bytes: int = 0
     kv_peak_bytes: int = 0
     seconds: float = 0.0
+    encode_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
     @property
     def avg_running(self) -> float:
@@ -82,4 +88,7 @@ class EngineMetrics:
             "kv_peak_bytes": self.kv_peak_bytes,
             "preemptions": self.preemptions,
             "engine_seconds": round(s, 3),
+            "encode_s": round(self.encode_s, 3),
+            "prefill_s": round(self.prefill_s, 3),
+            "decode_s": round(self.decode_s, 3),
         }

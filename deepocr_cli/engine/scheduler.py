@@ -223,13 +223,18 @@ class Scheduler:
         with torch.inference_mode():
             self._admit(done)
             ran = list(self.running)
-            for phase in (self._prefill, self._decode):
+            t1 = time.perf_counter()
+            self.metrics.encode_s += t1 - t0
+            for phase, counter in ((self._prefill, "prefill_s"), (self._decode, "decode_s")):
                 while True:
                     try:
                         phase(done)
                         break
                     except torch.OutOfMemoryError:  # activations did not fit next to the KV pool
                         self._shrink()
+                t2 = time.perf_counter()
+                setattr(self.metrics, counter, getattr(self.metrics, counter) + t2 - t1)
+                t1 = t2
         elapsed = time.perf_counter() - t0
         share = elapsed / max(1, len(ran))
         for s in ran:
