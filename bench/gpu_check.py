@@ -218,7 +218,8 @@ def part_b(rep: Report, device: torch.device, smoke: bool, model, slot_list: lis
                 r = timed_run(model, device, reqs, slots, ignore_eos=True, attention="sdpa")
                 rep.add("(b)", "retry", "MoE loop + SDPA attention after the failure above")
             rep.add("(b)", f"{size} {mode.value} slots={slots} {tokens} tok/page",
-                    f"{r['tok_s']:,.0f} tok/s, {r['pages_s']:.2f} pages/s, peak {r['peak_gib']:.1f} GiB (KV used "
+                    f"{r['tok_s']:,.0f} tok/s ({r['engine_generated_tokens'] / max(r['engine_decode_s'], 1e-9):,.0f} "
+                    f"in decode steps), {r['pages_s']:.2f} pages/s, peak {r['peak_gib']:.1f} GiB (KV used "
                     f"{r['engine_kv_peak_bytes'] / 2**30:.1f} GiB), "
                     f"occupancy {r['engine_slot_occupancy']:.0%}, preemptions {r['engine_preemptions']}, "
                     f"{r['wall_s']:.1f} s", {k: v for k, v in r.items() if k != "ids"})

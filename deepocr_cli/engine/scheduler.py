@@ -2,9 +2,9 @@
 
 One :class:`Scheduler` step does, in order:
 
-1. **Admit** waiting sequences while a slot is free and the KV budget holds their whole context
-   plus one position (FIFO; a static scheduler admits only into an empty batch). New images are
-   vision-encoded together.
+1. **Admit** waiting sequences while a slot is free, the KV budget holds their whole context
+   plus one position, and less than two steps of prefill are pending (FIFO; a static scheduler
+   admits only into an empty batch). New images are vision-encoded together.
 2. **Prefill** admitted sequences, at most ``prefill_tokens`` positions per step, so a long Gundam
    prompt is chunked over several steps instead of stalling the running batch.
 3. **Decode** one token for every sequence whose context is in the cache. A sequence that needs a
@@ -265,7 +265,9 @@ class Scheduler:
             return
         watermark = max(1, self.cache.max_blocks // 100)
         admitted: list[_Seq] = []
-        while self.waiting and self._free_slots:
+        # Admit no more than two steps of prefill ahead: bounds the encoder stall and the held embeddings.
+        pending = sum(s.context - s.cached for s in self.running if s.embeds is not None)
+        while self.waiting and self._free_slots and (self.static or pending < 2 * self.prefill_tokens):
             seq = self.waiting[0]
             need = seq.context + 1
             if seq.limit == 0 or not self.cache.fits(need):
@@ -287,6 +289,7 @@ class Scheduler:
             self._admissions += 1
             self.running.append(seq)
             admitted.append(seq)
+            pending += seq.context
         if admitted:
             self._embed(admitted)
 
