@@ -167,12 +167,42 @@ def part_a(rep: Report, device: torch.device, smoke: bool) -> None:
         reqs = make_requests(model, modes, [tokens] * pages, smoke)
         out[name] = [f.token_ids for f in scheduler(model, 8, ignore_eos=True, **opts).run(reqs)]
     rep.add("(a)", f"bf16 vs fp32, tiny random model, {pages} pages x {tokens} tokens", agreement(out["fp32"], out["bf16"]))
+    try:
+        rep.add("(a)", "host syncs per decode step (goal: 1)", count_syncs(bf16, device, smoke))
+    except Exception as exc:  # noqa: BLE001 - a debugging aid must not hide the rest of (a)
+        rep.fail("(a)", exc)
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         reqs = make_requests(bf16, modes, [tokens] * pages, smoke)
         flash = [f.token_ids for f in scheduler(bf16, 8, ignore_eos=True, attention="flash").run(reqs)]
         rep.add("(a)", "flash_attn vs SDPA decode, bf16", agreement(out["bf16"], flash))
     else:
         rep.add("(a)", "flash_attn vs SDPA decode", "skipped: flash_attn not importable (SDPA is used)")
+
+
+def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5) -> str:
+    """Synchronizing CUDA calls per steady decode step, as torch's sync debug mode reports them."""
+    import warnings
+
+    sched = scheduler(model, 4, ignore_eos=True)
+    for r in make_requests(model, [Mode.TINY], [10_000] * 4, smoke):
+        sched.add(r)
+    while sched.waiting or any(not s.decoding for s in sched.running):  # until all four decode
+        sched.step()
+    if device.type != "cuda":
+        sched.step()
+        return "skipped: CUDA only (the steps ran)"
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                sched.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    where = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in syncs})
+    return f"{len(syncs) / steps:.1f} ({', '.join(where[:6]) or 'none'})"
 
 
 def timed_run(model, device, reqs, slots: int, **options) -> dict:

@@ -71,6 +71,7 @@ class PagedKVCache:
         self.max_blocks = int(min(budget_bytes // self.block_bytes, slots * self.max_blocks_per_seq))
         self.tables = torch.zeros(slots, self.max_blocks_per_seq, dtype=torch.int32)
         self._owned: list[list[int]] = [[] for _ in range(slots)]
+        self._used = 0
         self.peak_blocks = 0
         prealloc = self.device.type == "cuda" if preallocate is None else preallocate
         self.keys: list[torch.Tensor] = []
@@ -84,7 +85,7 @@ class PagedKVCache:
     @property
     def used_blocks(self) -> int:
         """Blocks held by sequences now."""
-        return sum(len(b) for b in self._owned)
+        return self._used
 
     @property
     def free_blocks(self) -> int:
@@ -113,12 +114,14 @@ class PagedKVCache:
             block = self._free.pop()
             self.tables[slot, len(owned)] = block
             owned.append(block)
-        self.peak_blocks = max(self.peak_blocks, self.used_blocks)
+        self._used += need
+        self.peak_blocks = max(self.peak_blocks, self._used)
         return True
 
     def release(self, slot: int) -> None:
         """Return the slot's blocks to the pool."""
         self._free.extend(reversed(self._owned[slot]))
+        self._used -= len(self._owned[slot])
         self._owned[slot] = []
 
     def _resize(self, blocks: int) -> None:
@@ -162,10 +165,15 @@ class PagedKVCache:
         valid = j[None, :] < new_t[:, None]  # [B, N] right padding is False
         bs = self.block_size
         write_slots = table.long().gather(1, positions.clamp(max=n_blocks * bs - 1) // bs) * bs + positions % bs
-        flat_valid = valid.reshape(-1)
+        # Rows of the flattened [B*N] new tokens that are real, built on the host: a boolean-mask
+        # select on the device would cost a host sync per layer. None when every token is real (decode).
+        src = None
+        if any(n != width for n in new):
+            src = torch.tensor([i * width + t for i, n in enumerate(new) for t in range(n)]).to(dev, non_blocking=True)
+        write_slots = write_slots.reshape(-1) if src is None else write_slots.reshape(-1).index_select(0, src)
         flash = use_flash and width == 1 and bs % FLASH_BLOCK_SIZE == 0 and dev.type == "cuda"
         if flash:
-            return PagedBatch(self, positions, valid, flat_valid, write_slots.reshape(-1)[flat_valid],
+            return PagedBatch(self, positions, valid, src, write_slots,
                               None, None, table, cached_t.to(torch.int32), rows, width)
         span = max(total)
         p = torch.arange(span, device=dev)  # [T] key positions
@@ -173,7 +181,7 @@ class PagedKVCache:
         last = (cached_t + new_t - 1)[:, None]  # [B, 1]
         q_pos = torch.minimum(positions, last)  # padded queries copy the last real one (no empty row)
         mask = (p[None, None, :] <= q_pos[:, :, None])[:, None]  # [B, 1, N, T]
-        return PagedBatch(self, positions, valid, flat_valid, write_slots.reshape(-1)[flat_valid],
+        return PagedBatch(self, positions, valid, src, write_slots,
                           gather, mask, None, None, rows, width)
 
 
@@ -189,7 +197,7 @@ class PagedBatch:
     cache: PagedKVCache
     positions: torch.Tensor
     valid: torch.Tensor
-    flat_valid: torch.Tensor
+    src: torch.Tensor | None
     write_slots: torch.Tensor
     gather: torch.Tensor | None
     mask: torch.Tensor | None
@@ -204,8 +212,10 @@ class PagedBatch:
         b, h, n, d = k.shape
         if self.block_table is not None:  # pragma: no cover - CUDA + flash_attn only
             return self._flash(layer, q, k, v)
-        k_new = k.transpose(1, 2).reshape(b * n, h, d)[self.flat_valid]
-        v_new = v.transpose(1, 2).reshape(b * n, h, d)[self.flat_valid]
+        k_new = k.transpose(1, 2).reshape(b * n, h, d)
+        v_new = v.transpose(1, 2).reshape(b * n, h, d)
+        if self.src is not None:
+            k_new, v_new = k_new.index_select(0, self.src), v_new.index_select(0, self.src)
         cache.keys[layer].index_copy_(0, self.write_slots, k_new.to(cache.dtype))
         cache.values[layer].index_copy_(0, self.write_slots, v_new.to(cache.dtype))
         keys = cache.keys[layer][self.gather].transpose(1, 2)  # [B, h, T, D]

@@ -26,7 +26,7 @@ def test_gpu_check_smoke_runs_without_the_other_dependencies(tmp_path: Path) -> 
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     table = r.stdout.split("part  what")[-1]
     assert "FAILED" not in table
-    assert "bf16 vs fp32" in table and "identical tokens" in table
+    assert "bf16 vs fp32" in table and "identical tokens" in table and "host syncs per decode step" in table
     for mode in ("base", "gundam"):
         for slots in (2, 4):
             assert f"tiny {mode} slots={slots}" in table
