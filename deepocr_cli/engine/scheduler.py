@@ -296,7 +296,7 @@ class Scheduler:
     def _embed(self, seqs: list[_Seq]) -> None:
         """Input embeddings [context, H] of newly admitted sequences (images encoded together)."""
         with_image = [s for s in seqs if s.request.image is not None]
-        encoded = self.model.encode_images([s.request.image for s in with_image]) if with_image else []
+        encoded = self._encode([s.request.image for s in with_image]) if with_image else []
         vision = {id(s): e for s, e in zip(with_image, encoded, strict=True)}
         device = self.model.device
         for s in seqs:
@@ -304,6 +304,18 @@ class Scheduler:
             s.embeds = self.model.embed(ids[None], self.image_token_id, [vision.get(id(s))])[0]
             if s.generated:
                 self.metrics.recomputed_tokens += len(ids)
+
+    def _encode(self, images: list[Any]) -> list[torch.Tensor]:
+        """Vision embeddings of ``images``; on a device OOM, in halves (down to one image)."""
+        try:
+            return self.model.encode_images(images)
+        except torch.OutOfMemoryError:
+            if self.model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(images) == 1:
+                raise OutOfResourcesError("out of memory encoding a single image; use a smaller mode") from None
+            half = len(images) // 2
+            return self._encode(images[:half]) + self._encode(images[half:])
 
     def _preempt(self, seq: _Seq) -> None:
         self.cache.release(seq.slot)

@@ -171,3 +171,20 @@ def test_a_device_oom_mid_run_preempts_and_keeps_outputs(engine, requests, refer
     got, sched = _run(engine, requests, 8)
     assert got == reference
     assert calls["n"] > 6 and sched.metrics.preemptions >= 1
+
+
+def test_a_device_oom_while_encoding_images_encodes_them_in_halves(engine, requests, reference, monkeypatch):
+    real = engine.model.encode_images
+    sizes = []
+
+    def small_device(images):  # more than two images at once do not fit
+        sizes.append(len(images))
+        if len(images) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(images)
+
+    monkeypatch.setattr(engine.model, "encode_images", small_device)
+    got, _ = _run(engine, requests, 8)
+    assert got == reference
+    assert max(sizes) > 2  # a too-large batch was tried, split, and every image encoded exactly once
+    assert sum(n for n in sizes if n <= 2) == len(requests)
