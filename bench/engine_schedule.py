@@ -7,6 +7,7 @@ tiny random checkpoint never emits EOS, so each page stops exactly at its drawn 
 greedy outputs are compared token for token.
 
     python bench/engine_schedule.py --pages 48 --slots 8
+    python bench/engine_schedule.py --pages 24 --slots 8 --tight-kv-tokens 3000   # with preemptions
 """
 
 from __future__ import annotations
@@ -58,19 +59,21 @@ def build_requests(engine, lengths: list[int], modes) -> list:
     return reqs
 
 
-def compare(engine, requests, slots: int, **options) -> list[tuple[str, dict]]:
-    """Run static then continuous; returns [(name, report + identical flag)]."""
+def compare(engine, requests, slots: int, tight_kv_bytes: int | None = None) -> list[tuple[str, dict]]:
+    """Run static, continuous (and continuous under a small KV budget); [(name, report + identical flag)]."""
+    runs = [("static", True, {}), ("continuous", False, {})]
+    if tight_kv_bytes:
+        runs.append(("cont. tight", False, {"kv_budget": tight_kv_bytes}))
     rows = []
     outputs = {}
-    for name, static in (("static", True), ("continuous", False)):
+    for name, static, options in runs:
         t0 = time.perf_counter()
         ids, report = run_schedule(engine, requests, slots, static, **options)
         report["wall_s"] = round(time.perf_counter() - t0, 3)
         outputs[name] = ids
         rows.append((name, report))
-    same = outputs["static"] == outputs["continuous"]
-    for _, r in rows:
-        r["identical_outputs"] = same
+    for name, r in rows:
+        r["identical_outputs"] = outputs[name] == outputs["static"]
     return rows
 
 
@@ -82,7 +85,7 @@ def format_table(rows: list[tuple[str, dict]]) -> str:
     lines = ["schedule     " + " ".join(f"{c:>12.12}" for c in cols)]
     for name, r in rows:
         lines.append(f"{name:<12} " + " ".join(f"{str(r[c]):>12.12}" for c in cols))
-    (_, s), (_, c) = rows
+    (_, s), (_, c) = rows[:2]
     if s["pages_per_s"]:
         lines.append(f"continuous / static pages/s: {c['pages_per_s'] / s['pages_per_s']:.2f}x")
     return "\n".join(lines)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=4000)
     parser.add_argument("--modes", default="tiny,small", help="comma-separated modes, cycled over the pages")
     parser.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of a tiny random one")
+    parser.add_argument("--tight-kv-tokens", type=int, default=0,
+                        help="also run continuous with a KV budget of this many positions (forces preemptions)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -113,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         requests = build_requests(engine, lengths, modes)
         print(f"{args.pages} pages, lengths {min(lengths)}..{max(lengths)} (median {sorted(lengths)[len(lengths) // 2]},"
               f" total {sum(lengths)}), modes {args.modes}, {args.slots} slots")
-        rows = compare(engine, requests, args.slots)
+        tight = args.tight_kv_tokens * engine.config.decoder.kv_bytes_per_token(4) if args.tight_kv_tokens else None
+        rows = compare(engine, requests, args.slots, tight)
     print(format_table(rows))
-    return 0 if rows[0][1]["identical_outputs"] else 1
+    return 0 if all(r["identical_outputs"] for _, r in rows) else 1
 
 
 if __name__ == "__main__":

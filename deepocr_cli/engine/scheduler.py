@@ -23,7 +23,6 @@ import collections
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +35,7 @@ from deepocr_cli.engine.kv_cache import (
 )
 from deepocr_cli.engine.metrics import EngineMetrics
 from deepocr_cli.engine.ngram import NGramBlocker
+from deepocr_cli.engine.sequence import EngineRequest, FinishedSequence, Sequence
 from deepocr_cli.errors import OutOfResourcesError
 
 log = logging.getLogger(__name__)
@@ -44,77 +44,6 @@ log = logging.getLogger(__name__)
 GPU_MEMORY_FRACTION = 0.9
 #: Share of physical memory the host KV pool may grow to when no budget is given.
 HOST_MEMORY_FRACTION = 0.25
-
-
-@dataclass
-class EngineRequest:
-    """One generation request.
-
-    Attributes:
-        prompt_ids: prompt ids with one `<image>` id per vision embedding.
-        image: the model's prepared image (passed to ``encode_images``), or None for text only.
-        max_new_tokens: output cap (also bounded by the context length).
-        tag: caller's handle, returned untouched.
-    """
-
-    prompt_ids: list[int]
-    image: Any = None
-    max_new_tokens: int = 8192
-    tag: object = None
-
-
-@dataclass
-class FinishedSequence:
-    """A finished request.
-
-    Attributes:
-        index: arrival number (order of :meth:`Scheduler.add` calls).
-        request: the request.
-        token_ids: generated ids (EOS included when produced).
-        eos: stopped on EOS.
-        first_top5: (id, raw logit) of the five best first tokens.
-        preemptions: how often this sequence was paused and recomputed.
-        seconds: its share of the engine's time (each step's time split over the sequences it ran).
-        error: why it could not run (KV budget too small for it alone), else None.
-    """
-
-    index: int
-    request: EngineRequest
-    token_ids: list[int]
-    eos: bool
-    first_top5: list[tuple[int, float]]
-    preemptions: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def truncated(self) -> bool:
-        """Stopped without EOS (token or context limit, or an error)."""
-        return not self.eos
-
-
-@dataclass
-class _Seq:
-    index: int
-    request: EngineRequest
-    limit: int
-    generated: list[int] = field(default_factory=list)
-    slot: int = -1
-    cached: int = 0  # positions whose K/V are in the cache
-    embeds: torch.Tensor | None = None  # [context, H] inputs of the pending prefill
-    first_top5: list[tuple[int, float]] | None = None
-    admitted: int = -1  # admission counter: the largest is the newest
-    preemptions: int = 0
-    seconds: float = 0.0
-
-    @property
-    def context(self) -> int:
-        """Positions the cache must hold before the next token can be chosen from a prefill."""
-        return len(self.request.prompt_ids) + len(self.generated)
-
-    @property
-    def decoding(self) -> bool:
-        return bool(self.generated) and self.cached == self.context - 1
 
 
 def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None) -> int:
@@ -191,8 +120,8 @@ class Scheduler:
             block_size=block_size or (FLASH_BLOCK_SIZE if self.use_flash else DEFAULT_BLOCK_SIZE),
         )
         self.metrics = EngineMetrics(slots=slots, kv_budget_bytes=self.cache.max_blocks * self.cache.block_bytes)
-        self.waiting: collections.deque[_Seq] = collections.deque()
-        self.running: list[_Seq] = []
+        self.waiting: collections.deque[Sequence] = collections.deque()
+        self.running: list[Sequence] = []
         self._free_slots = list(range(slots - 1, -1, -1))
         self._arrivals = 0
         self._admissions = 0
@@ -206,7 +135,7 @@ class Scheduler:
         if not request.prompt_ids:
             raise ValueError("every prompt needs at least one token")
         limit = max(0, min(request.max_new_tokens, self.max_positions - len(request.prompt_ids)))
-        seq = _Seq(self._arrivals, request, limit)
+        seq = Sequence(self._arrivals, request, limit)
         self._arrivals += 1
         self.waiting.append(seq)
         return seq.index
@@ -264,7 +193,7 @@ class Scheduler:
         if self.static and self.running:
             return
         watermark = max(1, self.cache.max_blocks // 100)
-        admitted: list[_Seq] = []
+        admitted: list[Sequence] = []
         # Admit no more than two steps of prefill ahead: bounds the encoder stall and the held embeddings.
         pending = sum(s.context - s.cached for s in self.running if s.embeds is not None)
         while self.waiting and self._free_slots and (self.static or pending < 2 * self.prefill_tokens):
@@ -293,7 +222,7 @@ class Scheduler:
         if admitted:
             self._embed(admitted)
 
-    def _embed(self, seqs: list[_Seq]) -> None:
+    def _embed(self, seqs: list[Sequence]) -> None:
         """Input embeddings [context, H] of newly admitted sequences (images encoded together)."""
         with_image = [s for s in seqs if s.request.image is not None]
         encoded = self._encode([s.request.image for s in with_image]) if with_image else []
@@ -317,7 +246,7 @@ class Scheduler:
             half = len(images) // 2
             return self._encode(images[:half]) + self._encode(images[half:])
 
-    def _preempt(self, seq: _Seq) -> None:
+    def _preempt(self, seq: Sequence) -> None:
         self.cache.release(seq.slot)
         self._free_slots.append(seq.slot)
         self.running.remove(seq)
@@ -339,7 +268,7 @@ class Scheduler:
         log.warning("device out of memory: %d sequences kept, KV budget capped at %d blocks",
                     len(self.running), self.cache.max_blocks)
 
-    def _finish(self, seq: _Seq, eos: bool, error: str | None = None) -> FinishedSequence:
+    def _finish(self, seq: Sequence, eos: bool, error: str | None = None) -> FinishedSequence:
         if seq.slot >= 0:
             self.cache.release(seq.slot)
             self._free_slots.append(seq.slot)
@@ -354,7 +283,7 @@ class Scheduler:
 
     def _prefill(self, done: list[FinishedSequence]) -> None:
         budget = self.prefill_tokens
-        rows: list[tuple[_Seq, int]] = []
+        rows: list[tuple[Sequence, int]] = []
         for s in sorted(self.running, key=lambda s: s.admitted):
             if s.embeds is None or budget <= 0:
                 continue
@@ -409,7 +338,7 @@ class Scheduler:
             m.steady_sequence_steps += len(rows)
         self._choose(rows, logits, done, fresh=False)
 
-    def _choose(self, rows: list[_Seq], logits: torch.Tensor, done: list[FinishedSequence], fresh: bool) -> None:
+    def _choose(self, rows: list[Sequence], logits: torch.Tensor, done: list[FinishedSequence], fresh: bool) -> None:
         """Greedy next token for each row (after the n-gram ban); finish rows that stop."""
         device = logits.device
         slot_t = torch.tensor([s.slot for s in rows], dtype=torch.long).to(device, non_blocking=True)

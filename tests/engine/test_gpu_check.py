@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,15 @@ def test_gpu_check_smoke_runs_without_the_other_dependencies(tmp_path: Path) -> 
     assert "outputs identical: True" in table
     assert "(d)" in table and "skipped: not importable here: fitz" in table
     assert (tmp_path / "out.json").read_text().startswith("{")
+
+
+@pytest.mark.slow
+def test_engine_schedule_bench_runs_and_finds_identical_outputs() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "engine_schedule.py"), "--pages", "6", "--slots", "3",
+                        "--median", "12", "--max-length", "40", "--tight-kv-tokens", "400"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:5]}
+    assert set(rows) == {"static", "continuous", "cont."}
+    assert all(row[-1] == "True" for row in rows.values())  # identical outputs, preemptions or not
+    assert "continuous / static pages/s" in r.stdout
