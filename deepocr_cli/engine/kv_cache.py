@@ -154,7 +154,7 @@ class PagedKVCache:
         total = [c + n for c, n in zip(cached, new, strict=True)]
         n_blocks = self.blocks_for(max(total))
         slot_t = torch.tensor(slots, dtype=torch.long)
-        table = self.tables.index_select(0, slot_t)[:, :n_blocks]  # [B, nb] host
+        table = self.tables.index_select(0, slot_t)[:, :n_blocks].contiguous()  # [B, nb] host
         if dev.type == "cuda":
             table = table.pin_memory()
         table = table.to(dev, non_blocking=True)

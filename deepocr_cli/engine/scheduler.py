@@ -103,9 +103,10 @@ class Scheduler:
         self.slots, self.ngram, self.ignore_eos, self.static = slots, ngram, ignore_eos, static
         dec = model.config.decoder
         cuda = model.device.type == "cuda"
-        self.use_flash = attention in ("auto", "flash") and cuda and flash_attn_with_kvcache() is not None
+        half = model.dtype in (torch.bfloat16, torch.float16)
+        self.use_flash = attention in ("auto", "flash") and cuda and half and flash_attn_with_kvcache() is not None
         if attention == "flash" and not self.use_flash:
-            raise ValueError("attention='flash' needs CUDA and the flash_attn package")
+            raise ValueError("attention='flash' needs CUDA, bf16/fp16 and the flash_attn package")
         self.prefill_tokens = prefill_tokens or (8192 if cuda else 2048)
         self.max_positions = dec.max_position_embeddings
         self.cache = PagedKVCache(
