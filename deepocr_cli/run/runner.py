@@ -75,7 +75,7 @@ class Runner:
         sched = engine.scheduler(self.batch_size, self.ngram)
         producer_done = False
         while True:
-            while len(sched.waiting) < sched.slots:  # a slot's worth queued: admissions never wait on us
+            while len(sched.waiting) < max(4, sched.slots // 4):  # enough queued that admissions never wait
                 if ctx.internal:
                     req = ctx.internal.popleft()
                 else:
