@@ -62,7 +62,8 @@ class Runner:
             ctx.stop.set()
             thread.join(timeout=5)
             producer.shutdown()
-            rates.record(ctx.model_info["id"], ctx.model_info["device"], ctx.rate_samples)
+            rates.record(ctx.model_info.get("fingerprint") or ctx.model_info["id"], ctx.model_info["device"],
+                         ctx.rate_samples)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -114,8 +115,8 @@ class Runner:
         src = str(doc.src.path)
         if kind == "doc":
             ctx.reporter.doc_started(src, len(doc.wanted))
-            for page in doc.done.values():
-                ctx.reporter.page_done(src, page)
+            if doc.resumed:
+                ctx.reporter.doc_resumed(src, len(doc.resumed), len(doc.wanted))
         elif kind == "page_error":
             _, _, index, err = item
             assert doc.result is not None
