@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from deepocr_cli import prompts  # noqa: E402
+from deepocr_cli.engine.ocr import Engine  # noqa: E402
 from deepocr_cli.model import write_random_checkpoint  # noqa: E402
 from deepocr_cli.model.engine import NGramConfig, OcrEngine  # noqa: E402
 from deepocr_cli.model.loading import load_checkpoint  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
             tokenizer=PreTrainedTokenizerFast.from_pretrained(native),
         )
         engines = {
-            n: OcrEngine(load_checkpoint(p, device="cpu", dtype="fp32"), str(p))
+            n: Engine(OcrEngine(load_checkpoint(p, device="cpu", dtype="fp32"), str(p)))
             for n, p in (("native", native), ("original", original))
         }
         print(
@@ -109,8 +110,12 @@ def main() -> None:
                 ids = torch.tensor([req.prompt_ids])
                 with torch.inference_mode():
                     embeds = model.embed(ids, engine.special.image, model.encode_images([req.image]))
+                    last = torch.tensor([ids.shape[1] - 1])
                     ours = model.forward_logits(
-                        embeds, torch.arange(ids.shape[1])[None], torch.ones_like(ids, dtype=torch.bool)
+                        embeds,
+                        torch.arange(ids.shape[1])[None],
+                        torch.ones_like(ids, dtype=torch.bool),
+                        last_index=last,
                     )[0]
                 diff = max(diff, (ours - ref_logits).abs().max().item())
                 (res,) = engine.generate(

@@ -88,7 +88,7 @@ def test_fixed_gundam_is_the_official_dynamic_mode(ocr2_scripted, tmp_path):
 def test_plan_shows_ocr2_tokens_and_convert_follows_it(ocr2_scripted, samples, tmp_path):
     res = runner.invoke(app, ["plan", str(samples), "--model", str(ocr2_scripted), "--json"])
     assert res.exit_code == 0, res.output
-    plan = json.loads(res.output)
+    plan = json.loads(res.stdout)
     assert plan["model_family"] == "deepseek-ocr-2"
     vt = plan["vision_tokens"]
     assert vt["tiny"] == 256 * plan["totals"]["pages"]  # tiny = global view only
@@ -110,42 +110,9 @@ def test_infer_both_layouts(layout, tmp_path):
         app, ["infer", str(tmp_path / "p.png"), "--model", str(ckpt), "--json", "--max-new-tokens", "40"]
     )
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["num_vision_tokens"] == 256 + 144 * 2 + 1 and out["grid"] == [2, 1]  # gundam: up to 6 tiles
     assert out["text"].endswith("# Hello deepocr")
-
-
-def test_image_documents_get_the_ocr2_image_runner_window(
-    ocr2_scripted, random_checkpoint, tmp_path, monkeypatch
-):
-    """Official OCR-2 runners: n-gram window 90 for images, 50 for PDFs (v1: 50 for both)."""
-    import pymupdf
-    from PIL import Image
-
-    from deepocr_cli.model.engine import OcrEngine
-    from deepocr_cli.options import ConvertOptions
-    from deepocr_cli.run.convert import convert
-
-    seen: list[tuple[int, int]] = []
-    generate = OcrEngine.generate
-
-    def spy(self, requests, *args, **kwargs):
-        seen.append((len(requests), kwargs["ngram"].window))
-        return generate(self, requests, *args, **kwargs)
-
-    monkeypatch.setattr(OcrEngine, "generate", spy)
-    doc = pymupdf.open()
-    doc.new_page().insert_text((72, 100), "A title")
-    doc.save(tmp_path / "a.pdf")
-    Image.new("RGB", (500, 400), "white").save(tmp_path / "b.png")
-    opts = {"mode": "gundam", "deep": False, "max_new_tokens": 40, "batch_size": 4}
-    assert convert([tmp_path], ConvertOptions(model=str(ocr2_scripted), **opts)).exit_code == 0
-    assert sorted(seen) == [(1, 50), (1, 90)]
-    seen.clear()
-    convert(
-        [tmp_path], ConvertOptions(model=str(random_checkpoint), force=True, **{**opts, "max_new_tokens": 2})
-    )
-    assert {w for _, w in seen} == {50}
 
 
 def test_auto_budget_escalates_one_cap_up(tmp_path):

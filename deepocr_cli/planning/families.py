@@ -71,8 +71,6 @@ class Ocr2Family:
     """DeepSeek-OCR-2: one dynamic mode; the mode names set the tile cap (module docstring)."""
 
     name = "deepseek-ocr-2"
-    #: n-gram window of the official OCR-2 image runner (its PDF runner keeps v1's 50)
-    image_ngram_window = 90
 
     @staticmethod
     def tile_cap(mode: Mode, max_tiles: int = g2.OCR2_MAX_TILES) -> int:

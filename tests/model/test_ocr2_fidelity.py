@@ -7,6 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from deepocr_cli import prompts
+from deepocr_cli.engine.ocr import Engine
 from deepocr_cli.model import write_random_checkpoint
 from deepocr_cli.model.engine import NGramConfig, OcrEngine
 from deepocr_cli.model.loading import load_checkpoint
@@ -67,20 +68,23 @@ def reference(ckpts):
 def engines(ckpts):
     native, original = ckpts
     return tuple(
-        OcrEngine(load_checkpoint(p, device="cpu", dtype="fp32"), str(p)) for p in (native, original)
+        Engine(OcrEngine(load_checkpoint(p, device="cpu", dtype="fp32"), str(p))) for p in (native, original)
     )
 
 
-def _ours(engine: OcrEngine, image: Image.Image, prompt: str = prompts.MARKDOWN):
+def _ours(engine: Engine, image: Image.Image, prompt: str = prompts.MARKDOWN):
     return engine.prepare(image, Mode.GUNDAM, prompt)
 
 
-def _first_logits(engine: OcrEngine, req) -> torch.Tensor:
+def _first_logits(engine: Engine, req) -> torch.Tensor:
     model = engine.model
     ids = torch.tensor([req.prompt_ids])
     embeds = model.embed(ids, engine.special.image, model.encode_images([req.image]))
     pos = torch.arange(ids.shape[1])[None]
-    return model.forward_logits(embeds, pos, torch.ones_like(ids, dtype=torch.bool))[0]
+    last = torch.tensor([ids.shape[1] - 1])
+    return model.forward_logits(embeds, pos, torch.ones_like(ids, dtype=torch.bool), last_index=last)[
+        0
+    ]  # [V]
 
 
 @pytest.mark.parametrize("k", sorted(PAGES))
@@ -126,11 +130,12 @@ def test_batched_equals_one_at_a_time_and_layouts_agree(engines):
     alone = [
         engines[0].generate([r], max_new_tokens=NEW_TOKENS, ngram=NGramConfig(enabled=False))[0] for r in reqs
     ]
+    engines[0].metrics = type(engines[0].metrics)()
     together = engines[0].generate(
         reqs, max_new_tokens=NEW_TOKENS, batch_size=4, ngram=NGramConfig(enabled=False)
     )
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
-    assert engines[0].stats.batches[-1] == 4
+    assert engines[0].metrics.sequence_steps > engines[0].metrics.decode_steps  # steps held several pages
     native_sd, original_sd = (e.model.state_dict() for e in engines)
     assert native_sd.keys() == original_sd.keys()
     assert all(torch.equal(native_sd[key], original_sd[key]) for key in native_sd)
