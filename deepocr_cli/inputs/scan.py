@@ -1,0 +1,411 @@
+"""Scan preparation: is a page blank, which way up is it, how skewed; and the transform that maps boxes back.
+
+Everything here is a pure function of a gray page raster at the text estimator's resolution (``work_gray``), and
+reads the same ink the estimator reads (``ink_mask``: binarised against the local background and the page's
+noise, rules and frames removed), so that blank pages, turned pages and skewed pages are judged on one analysis:
+
+1. Skew and axis: per vertical strip of the ink (the estimator's strips), the row profile; the strips' profiles
+   shifted by x * tan(angle) and summed give the page's row profile at that angle, which is sharpest (sum of
+   squares) when the text lines lie along it. Searched coarse to fine over +-MAX_SKEW degrees, on the ink and on
+   its transpose: text lines run along the axis whose best profile is sharpest (line gaps are wider than
+   letter gaps, in CJK too).
+2. The ink is turned so that its lines run horizontally and sheared straight, and the text estimator's own
+   analysis runs on it: its characters and lines decide the blank verdict; its fragments tell up from down
+   (Latin: ascenders and capitals stand above the x-height far more often than descenders hang below it; CJK:
+   commas, full stops and small kana sit low in their line).
+3. A page is blank when the estimator finds no text on it and no patch of ink the size of a small figure is
+   left outside its margins (punch holes and scanner borders lie in them); text whose ink is faint and soft
+   (bleed-through from the other side) does not count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from deepocr_cli.estimate_image import STRIP, _analyse, _strip_popcount, ink_mask, work_gray
+
+#: Largest skew searched for and corrected (degrees either way).
+MAX_SKEW = 10.0
+_COARSE_STEP = 0.5  # degrees; a line of text stays sharp over about atan(line height / page width) = 0.6 deg
+_FINE_STEP = 0.1
+#: Text lines run along the axis whose sharpest profile beats the other axis's by this factor; closer calls
+#: leave the page as it is (undecided).
+AXIS_MARGIN = 1.08
+#: Up/down: |score| at least this, from at least UPDOWN_MIN_FRAGMENTS text fragments, else undecided.
+UPDOWN_MIN_SCORE = 0.08
+UPDOWN_MIN_FRAGMENTS = 12
+#: Skews below this (degrees) are left alone: straightening them would only resample the page.
+MIN_SKEW = 0.15
+#: Blank pages are judged on the ink that stands out of the page's noise: at least BLANK_MIN_CONTRAST gray
+#: levels darker than the paper (bleed-through from the other side is fainter, light-grey print darker) and at
+#: least NOISE_K deviations of the paper's own texture (measured in 32-px blocks, which sees the blotches JPEG
+#: makes of sensor noise, not only pixel-to-pixel noise), with at least two inked neighbours (specks have none).
+BLANK_MIN_CONTRAST = 40.0
+NOISE_K = 3.5
+#: Ink patches: 8x8-px cells of the working raster holding at least CELL_MIN_INK pixels of that ink, outside the
+#: outer MARGIN_FRAC of the page. More than BLANK_MAX_CELLS of them (a page number split across the estimator's
+#: strips, a stamp, a signature, a figure) keep the page from being blank.
+CELL = 8
+CELL_MIN_INK = 8
+BLANK_MAX_CELLS = 2
+MARGIN_FRAC = 0.02
+#: Print too faint to stand out of heavy noise pixel by pixel still lines up: a page whose cleaned ink is
+#: STRUCTURE_MIN times sharper along its best axis than across it, with STRUCTURE_MIN_CHARS characters on it, is
+#: not blank (noise is the same along both axes).
+STRUCTURE_MIN = 1.15
+STRUCTURE_MIN_CHARS = 20
+#: Punch holes and scanner borders: cells darker than DARK_CELL x the paper inside the band of EDGE_BAND x the
+#: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within one cell of
+#: them is their rim, not print.
+DARK_CELL = 0.45
+EDGE_BAND = 0.09
+
+
+@dataclass(frozen=True)
+class ScanVerdict:
+    """What scan preparation found on one page.
+
+    Attributes:
+        blank: the page holds no text and no figure.
+        blank_measure: the measures behind the verdict (text characters and lines found, figure cells, ink
+            contrast and edge sharpness).
+        rotation: degrees clockwise the page must turn to be upright: 0, 90, 180 or 270.
+        orientation: "upright", "turned", "undecided" (left as it is), "off" (not looked at) or "blank".
+        orientation_score: the up/down score behind the decision (signed; 0 when undecided or off).
+        skew: angle of the text lines in degrees after the turn, positive when they descend to the right; the
+            page is straightened by turning it that much counter-clockwise. 0 when off or below MIN_SKEW.
+    """
+
+    blank: bool
+    blank_measure: dict
+    rotation: int = 0
+    orientation: str = "off"
+    orientation_score: float = 0.0
+    skew: float = 0.0
+
+    def to_json(self) -> dict:
+        """JSON form recorded on each page (``scan``)."""
+        return {
+            "blank": self.blank,
+            "blank_measure": self.blank_measure,
+            "rotation": self.rotation,
+            "orientation": self.orientation,
+            "orientation_score": round(self.orientation_score, 3),
+            "skew": round(self.skew, 2),
+        }
+
+
+# --------------------------------------------------------------------------- skew and axis
+
+
+def _profiles(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row profile of each vertical strip (int32 [H, strips]) and the strips' centres' x from the page centre."""
+    h, w = ink.shape
+    ns = -(-w // STRIP)
+    bits = np.packbits(np.pad(ink, ((0, 0), (0, ns * STRIP - w))), axis=1)
+    prof = _strip_popcount(bits.view(">u2"))
+    xc = (np.arange(ns) + 0.5) * STRIP - w / 2
+    return prof, xc
+
+
+def _sharpness(prof: np.ndarray, xc: np.ndarray, angles: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Sum of squares of the page profile with each strip shifted by x * tan(angle) (angles in degrees);
+    ``scale``: rows per profile bin (a pooled profile)."""
+    h, ns = prof.shape
+    shifts = np.rint(np.tan(np.radians(angles))[:, None] * xc[None, :] / scale).astype(np.int64)  # [A, ns]
+    m = int(np.abs(shifts).max(initial=0))
+    padded = np.zeros((h + 2 * m, ns), dtype=np.int64)
+    padded[m : m + h] = prof
+    # windows[j] = padded[j : j + h] for every start j (a view): each angle gathers one window per strip
+    windows = np.lib.stride_tricks.sliding_window_view(padded, h, axis=0)  # [2m + 1, ns, h]
+    out = np.empty(len(angles))
+    cols = np.arange(ns)
+    for i, sh in enumerate(shifts):
+        p = windows[m + sh, cols].sum(axis=0)
+        out[i] = float(np.dot(p, p))
+    return out
+
+
+def _pool_rows(prof: np.ndarray) -> np.ndarray:
+    h = prof.shape[0] // 2 * 2
+    return prof[0:h:2] + prof[1:h:2]
+
+
+def _search_skew(prof: np.ndarray, xc: np.ndarray) -> tuple[float, float, float]:
+    """Best angle (degrees), its sharpness normalised (sum of squares x inked bins / ink^2), and the median
+    normalised sharpness over the coarse angles; coarse on a row-pooled profile, fine on the full one."""
+    coarse = np.arange(-MAX_SKEW - _COARSE_STEP, MAX_SKEW + 1.5 * _COARSE_STEP, _COARSE_STEP)
+    pooled = _pool_rows(prof)
+    sc = _sharpness(pooled, xc, coarse, scale=2.0)
+    best = float(coarse[int(np.argmax(sc))])
+    fine = best + np.arange(-_COARSE_STEP, _COARSE_STEP + _FINE_STEP / 2, _FINE_STEP)
+    sf = _sharpness(prof, xc, fine)
+    k = int(np.argmax(sf))
+    angle = float(fine[k])
+    if 0 < k < len(sf) - 1:  # parabola through the peak and its neighbours
+        a, b, c = sf[k - 1], sf[k], sf[k + 1]
+        den = a - 2 * b + c
+        if den < 0:
+            angle += 0.5 * (a - c) / den * _FINE_STEP
+    total = float(prof.sum())
+    inked = max(int(np.count_nonzero(prof.sum(axis=1))), 1)
+    norm = inked / max(total * total, 1.0)
+    return angle, float(sf[k]) * norm, float(np.median(sc)) * 2 * norm
+
+
+def _shear(ink: np.ndarray, angle: float) -> np.ndarray:
+    """The ink with each column shifted up by x * tan(angle): lines at ``angle`` become horizontal (a shear; for
+    10 degrees or less it differs from a rotation by under 2% in glyph shape)."""
+    h, w = ink.shape
+    shifts = np.rint(np.tan(np.radians(angle)) * (np.arange(w) - w / 2)).astype(np.int64)
+    m = int(np.abs(shifts).max(initial=0))
+    if m == 0:
+        return ink
+    out = np.zeros((h + 2 * m, w), dtype=bool)
+    # columns sharing a shift are copied together
+    change = np.flatnonzero(np.diff(shifts)) + 1
+    for a, b in zip(np.r_[0, change], np.r_[change, w], strict=True):
+        s = int(shifts[a])
+        out[m - s : m - s + h, a:b] = ink[:, a:b]
+    return out
+
+
+# --------------------------------------------------------------------------- blank
+
+
+def _texture_sigma(gray: np.ndarray) -> float:
+    """Noise of the paper: the 20th percentile of the gray-level deviation inside 32-px blocks (every other
+    pixel); blocks of print deviate far more, so the low quantile is the paper's."""
+    s = gray[::2, ::2].astype(np.float32)
+    hh, ww = s.shape[0] // 16 * 16, s.shape[1] // 16 * 16
+    if hh == 0 or ww == 0:
+        return 0.0
+    return float(np.percentile(s[:hh, :ww].reshape(hh // 16, 16, ww // 16, 16).std(axis=(1, 3)), 20))
+
+
+def _with_neighbours(ink: np.ndarray, n: int = 2) -> np.ndarray:
+    """Ink pixels with at least ``n`` inked pixels among their eight neighbours."""
+    p = np.pad(ink, 1).view(np.uint8)
+    r = p[:-2] + p[1:-1] + p[2:]
+    return ink & ((r[:, :-2] + r[:, 1:-1] + r[:, 2:] - ink.view(np.uint8)) >= n)
+
+
+def _edge_blobs(gray: np.ndarray, paper: float) -> np.ndarray:
+    """Pixels within one cell of a dark cell in the edge band (punch holes, scanner borders), bool [H, W]."""
+    h, w = gray.shape
+    c = CELL
+    hh, ww = -(-h // c) * c, -(-w // c) * c
+    g = np.pad(gray, ((0, hh - h), (0, ww - w)), mode="edge")
+    sums = g.reshape(hh // c, c, ww // c, c).sum(axis=(1, 3), dtype=np.int32)
+    dark = sums < DARK_CELL * paper * c * c
+    band = max(1, round(EDGE_BAND * min(h, w) / c))
+    dark[band:-band, band:-band] = False
+    if not dark.any():
+        return np.zeros((h, w), dtype=bool)
+    p = np.pad(dark, 1)
+    near = np.zeros(dark.shape, dtype=bool)
+    for dy in range(3):
+        for dx in range(3):
+            near |= p[dy : dy + dark.shape[0], dx : dx + dark.shape[1]]
+    return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w]
+
+
+def clean_ink(gray: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The estimator's ink without specks, faint marks (bleed-through) and the rims of punch holes and scanner
+    borders (``weak``), the part of it that stands out of the paper's noise (``strong``; see NOISE_K), and the
+    measures used."""
+    paper = float(np.median(gray[::4, ::4]))
+    sigma = _texture_sigma(gray)
+    level = max(BLANK_MIN_CONTRAST, NOISE_K * sigma)
+    g = gray.astype(np.int16)
+    weak = _with_neighbours(ink & (g <= paper - BLANK_MIN_CONTRAST) & ~_edge_blobs(gray, paper))
+    strong = weak & (g <= paper - level)
+    return weak, strong, {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level)}
+
+
+def _content_cells(strong: np.ndarray) -> int:
+    """Cells holding print (see CELL_MIN_INK), outside the margin band."""
+    h, w = strong.shape
+    c = CELL
+    my, mx = round(MARGIN_FRAC * h), round(MARGIN_FRAC * w)
+    core = strong[my : h - my, mx : w - mx]
+    hh, ww = core.shape[0] // c * c, core.shape[1] // c * c
+    if hh == 0 or ww == 0:
+        return 0
+    count = core[:hh, :ww].reshape(hh // c, c, ww // c, c).sum(axis=(1, 3))
+    return int(np.count_nonzero(count >= CELL_MIN_INK))
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, deskew: bool = True) -> ScanVerdict:
+    """Judge one page raster: blank or not, which way up, how skewed.
+
+    Args:
+        gray: the page in gray levels at about the estimator's resolution (``work_gray``), uint8 [H, W].
+        blank: look for a blank page (when off, ``blank`` is always False).
+        rotate: find the orientation (when off, ``rotation`` is 0 and ``orientation`` "off").
+        deskew: find the skew (when off, ``skew`` is 0).
+
+    Returns:
+        The verdict; apply it with :func:`prepare_page`.
+    """
+    ink = ink_mask(gray)
+    weak, strong, noise = clean_ink(gray, ink)
+    rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
+    lines = weak
+    axis_rows, axis_sure, structure = True, False, 1.0
+    if weak.any():
+        prof, xc = _profiles(weak)
+        a_rows, s_rows, _ = _search_skew(prof, xc)
+        prof_t, xc_t = _profiles(np.ascontiguousarray(weak.T))
+        a_cols, s_cols, _ = _search_skew(prof_t, xc_t)
+        structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
+        if rotate and s_cols > AXIS_MARGIN * s_rows:
+            axis_rows = False
+        axis_sure = structure > AXIS_MARGIN
+        if axis_rows:
+            angle = a_rows
+        else:
+            # the page turned 90 degrees clockwise: ink.T mirrored left to right, so the transpose's angle flips
+            lines = np.ascontiguousarray(np.rot90(weak, -1))
+            angle = -a_cols
+        if MIN_SKEW <= abs(angle) <= MAX_SKEW and (deskew or rotate):
+            lines = _shear(lines, angle)
+        else:
+            angle = 0.0
+        skew = angle if deskew else 0.0
+    est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
+    measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
+    is_blank = False
+    if blank:
+        cells = _content_cells(strong)
+        measure.update(content_cells=cells, **noise)
+        lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
+        is_blank = cells <= BLANK_MAX_CELLS and not lined
+    if is_blank:
+        return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
+    if rotate and detail:
+        score, n = _updown_score(detail, est.cjk_chars > 0.5 * max(est.chars, 1))
+        if axis_sure and n >= UPDOWN_MIN_FRAGMENTS and abs(score) >= UPDOWN_MIN_SCORE:
+            up = score > 0
+            rotation = (0 if up else 180) if axis_rows else (90 if up else 270)
+            orientation = "upright" if rotation == 0 else "turned"
+        else:
+            orientation = "undecided"
+            if not axis_rows:  # lines known to run vertically, but not which way up: leave the page as it is
+                skew = 0.0
+    return ScanVerdict(False, measure, rotation, orientation, score, skew)
+
+
+def _updown_score(detail: dict, cjk: bool) -> tuple[float, int]:
+    """Positive when the (turned, sheared) lines are upright, negative when upside down; and the number of text
+    fragments it rests on. Latin: ascender rows against descender rows; CJK: low marks against high ones."""
+    latin = ~detail["cjk"]
+    if cjk:
+        low, high = detail["low_marks"].sum(), detail["high_marks"].sum()
+        n = int(len(detail["cjk"]))
+        return float((low - high) / max(low + high, 1.0)), n if low + high >= 6 else 0
+    above, below = detail["above"][latin].sum(), detail["below"][latin].sum()
+    return float((above - below) / max(above + below, 1.0)), int(latin.sum())
+
+
+# --------------------------------------------------------------------------- applying it, mapping back
+
+
+@dataclass(frozen=True)
+class PageTransform:
+    """Maps points and boxes of the prepared (turned, straightened) image back to the source image.
+
+    Attributes:
+        source_size: (width, height) of the image as the source shows it.
+        size: (width, height) of the prepared image.
+        matrix: 2x3 affine map from prepared to source pixel coordinates, row-major.
+    """
+
+    source_size: tuple[int, int]
+    size: tuple[int, int]
+    matrix: tuple[float, float, float, float, float, float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+    @property
+    def identity(self) -> bool:
+        """True when the prepared image is the source image."""
+        return self.matrix == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0) and self.size == self.source_size
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the prepared image in source coordinates."""
+        a, b, c, d, e, f = self.matrix
+        return a * x + b * y + c, d * x + e * y + f
+
+    def box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """A box (x1, y1, x2, y2) of the prepared image as the smallest source box holding its four corners,
+        clipped to the source page."""
+        x1, y1, x2, y2 = box
+        pts = [self.point(x, y) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))]
+        w, h = self.source_size
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        return (
+            int(min(max(math.floor(min(xs)), 0), w)),
+            int(min(max(math.floor(min(ys)), 0), h)),
+            int(min(max(math.ceil(max(xs)), 0), w)),
+            int(min(max(math.ceil(max(ys)), 0), h)),
+        )
+
+
+_TURN = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_90}
+
+
+def _compose(m: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """3x3 product: apply n, then m."""
+    return m @ n
+
+
+def prepare_page(image: Image.Image, verdict: ScanVerdict) -> tuple[Image.Image, PageTransform]:
+    """Turn and straighten a page image as the verdict says (any resolution: the verdict is in degrees).
+
+    Args:
+        image: the page as rendered from the source.
+        verdict: from :func:`analyse_scan`.
+
+    Returns:
+        The prepared image (the same object when nothing is to be done) and the transform mapping its
+        coordinates back to ``image``'s. Corners uncovered by straightening are white.
+    """
+    w, h = image.size
+    to_src = np.eye(3)
+    out = image
+    if verdict.rotation:
+        out = image.transpose(_TURN[verdict.rotation])
+        # prepared (u, v) -> source (x, y) for a clockwise turn of the source
+        if verdict.rotation == 90:
+            to_src = np.array([[0, 1, 0], [-1, 0, h], [0, 0, 1]], dtype=float)
+        elif verdict.rotation == 180:
+            to_src = np.array([[-1, 0, w], [0, -1, h], [0, 0, 1]], dtype=float)
+        else:
+            to_src = np.array([[0, -1, w], [1, 0, 0], [0, 0, 1]], dtype=float)
+    if verdict.skew:
+        uw, uh = out.size
+        fill = (255,) * len(out.getbands()) if out.mode != "P" else 255
+        out = out.rotate(verdict.skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+        pw, ph = out.size
+        t = math.radians(verdict.skew)
+        cos, sin = math.cos(t), math.sin(t)
+        # PIL turns the image counter-clockwise on screen (y down): a prepared point p maps to the turned image's
+        # point cu + R (p - cp), R = [[cos, -sin], [sin, cos]]
+        back = np.array(
+            [[cos, -sin, uw / 2 - cos * pw / 2 + sin * ph / 2], [sin, cos, uh / 2 - sin * pw / 2 - cos * ph / 2],
+             [0, 0, 1]]
+        )
+        to_src = _compose(to_src, back)
+    m = to_src[:2].ravel()
+    return out, PageTransform((w, h), out.size, tuple(float(round(v, 9)) for v in m))  # type: ignore[arg-type]
+
+
+def analyse_image(image: Image.Image, *, blank: bool = True, rotate: bool = True, deskew: bool = True) -> ScanVerdict:
+    """:func:`analyse_scan` on any page image, reduced to the estimator's resolution first."""
+    return analyse_scan(work_gray(image), blank=blank, rotate=rotate, deskew=deskew)
