@@ -30,8 +30,8 @@ import pymupdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepocr_cli.estimate import CJK_RE, CJK_TOKENS_PER_CHAR, _render_gray, text_layer_quality  # noqa: E402
-from deepocr_cli.estimate_image import (  # noqa: E402
+from deepocr_cli.planning.estimate import CJK_RE, _render_gray, text_layer_quality  # noqa: E402
+from deepocr_cli.planning.image_estimate import (  # noqa: E402
     CJK_CORE_SHARE,
     LATIN_TOKENS_PER_CHAR,
     LATIN_TOKENS_PER_MARK,
@@ -39,6 +39,7 @@ from deepocr_cli.estimate_image import (  # noqa: E402
     _analyse,
     _cjk_score,
 )
+from deepocr_cli.planning.textest import CJK_TOKENS_PER_CHAR  # noqa: E402
 
 STDLIB = Path(ast.__file__).parent
 

@@ -23,16 +23,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from deepocr_cli.autoplan import choose_mode  # noqa: E402
-from deepocr_cli.estimate import (  # noqa: E402
+from deepocr_cli.planning.autoplan import choose_mode  # noqa: E402
+from deepocr_cli.planning.estimate import (  # noqa: E402
     TextEstimate,
     _render_gray,
     estimate_image,
     estimate_image_array,
     estimate_pdf_page,
 )
-from deepocr_cli.modes import Mode  # noqa: E402
-from deepocr_cli.planning import fixed_mode_tokens  # noqa: E402
+from deepocr_cli.planning.modes import Mode  # noqa: E402
+from deepocr_cli.planning.plan import fixed_mode_tokens  # noqa: E402
 
 
 def timed(fn, *args, repeat: int = 3) -> tuple[object, float]:

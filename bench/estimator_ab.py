@@ -32,18 +32,26 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import calibrate_image as cal  # noqa: E402
 
-from deepocr_cli import estimate_image as current  # noqa: E402
-from deepocr_cli.estimate import _render_gray  # noqa: E402
+from deepocr_cli.planning import image_estimate as current  # noqa: E402
+from deepocr_cli.planning.estimate import _render_gray  # noqa: E402
 
 
 def load_revision(rev: str):
-    """deepocr_cli/estimate_image.py as of git revision ``rev``, imported as a module of its own."""
-    src = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:deepocr_cli/estimate_image.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """The image estimator as of git revision ``rev``, imported as a module of its own.
+
+    Before the layout of issue #11 it was one file, ``deepocr_cli/estimate_image.py``; since then it is
+    ``deepocr_cli/planning/image_estimate.py`` and imports its steps (ink, textlines) from the working tree.
+    """
+    src = None
+    for path in ("deepocr_cli/planning/image_estimate.py", "deepocr_cli/estimate_image.py"):
+        run = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+        if run.returncode == 0:
+            src = run.stdout
+            break
+    if src is None:
+        raise SystemExit(f"no image estimator at revision {rev}")
+    # the old single file took TextEstimate and a constant from deepocr_cli.estimate, which moved
+    src = src.replace("from deepocr_cli.estimate import", "from deepocr_cli.planning.textest import")
     path = Path(tempfile.mkdtemp()) / f"estimate_image_{rev[:12]}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(path.stem, path)

@@ -314,7 +314,7 @@ def run_deepocr(checkpoint: Path, cases: list[dict], threads: int) -> list[dict]
     from PIL import Image
 
     from deepocr_cli.model import NGramConfig, load_engine
-    from deepocr_cli.modes import Mode
+    from deepocr_cli.planning.modes import Mode
 
     torch.set_num_threads(threads)
     engine = load_engine(str(checkpoint), device="cpu", dtype="float32")

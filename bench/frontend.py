@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pymupdf  # noqa: E402
 
+from deepocr_cli.inputs.render import open_document  # noqa: E402
 from deepocr_cli.model.image_processing import prepare_image  # noqa: E402
-from deepocr_cli.modes import Mode, render_size  # noqa: E402
-from deepocr_cli.render import open_document  # noqa: E402
+from deepocr_cli.planning.modes import Mode, render_size  # noqa: E402
 from deepocr_cli.sample_docs import make_sample_docs  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning.modes import Mode
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,9 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepocr_cli.estimate import _render_gray  # noqa: E402
-from deepocr_cli.estimate_image import WORK_LONG_SIDE, _analyse, ink_mask  # noqa: E402
+from deepocr_cli.planning.estimate import _render_gray  # noqa: E402
+from deepocr_cli.planning.image_estimate import _analyse, ink_mask  # noqa: E402
+from deepocr_cli.planning.textest import WORK_LONG_SIDE  # noqa: E402
 from deepocr_cli.inputs import scan  # noqa: E402
 
 A4 = (595.0, 842.0)
@@ -263,8 +264,8 @@ def big_blank_pdf(pages: int) -> dict:
     """Convert a PDF of blank scanned pages end to end (tiny random checkpoint), beside rendering it alone."""
     from deepocr_cli.model import load_engine, write_random_checkpoint
     from deepocr_cli.options import ConvertOptions
-    from deepocr_cli.pipeline import convert
-    from deepocr_cli.render import open_document
+    from deepocr_cli.run.convert import convert
+    from deepocr_cli.inputs.render import open_document
 
     rng = np.random.default_rng(5)
     out: dict = {"pages": pages}

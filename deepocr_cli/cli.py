@@ -159,7 +159,7 @@ def convert(
     """
     _setup_logging(verbose, quiet)
     _sigterm_as_interrupt()
-    from deepocr_cli.pipeline import convert as run_convert
+    from deepocr_cli.run.convert import convert as run_convert
 
     try:
         options = ConvertOptions(
@@ -221,7 +221,7 @@ def infer(
     from PIL import Image
 
     from deepocr_cli import prompts
-    from deepocr_cli.modes import Mode
+    from deepocr_cli.planning.modes import Mode
 
     try:
         try:
@@ -278,7 +278,7 @@ def plan(
 ) -> None:
     """Dry run of --mode auto: estimate each page's text and show the mode it would get. No model is loaded."""
     _setup_logging(verbose, quiet=False)
-    from deepocr_cli.planning import plan_documents, render_plan_table
+    from deepocr_cli.planning.plan import plan_documents, render_plan_table
 
     try:
         options = ConvertOptions(

@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deepocr_cli.errors import UsageError
-from deepocr_cli.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
+from deepocr_cli.outputs.formats import DEFAULT_FORMATS, FORMATS
+from deepocr_cli.planning.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
 
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
 AUTO = "auto"
 TASKS = ("markdown", "free")
-FORMATS = ("md", "json")
 
 
 def default_model() -> str:
@@ -37,7 +37,7 @@ class ConvertOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     output_dir: Path | None = None
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     force: bool = False
     task: str = "markdown"
     max_new_tokens: int = 8192

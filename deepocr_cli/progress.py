@@ -7,8 +7,8 @@ import sys
 import time
 from types import TracebackType
 
-from deepocr_cli.pipeline import FileReport, Reporter, RunReport
-from deepocr_cli.results import PageResult
+from deepocr_cli.outputs.results import PageResult
+from deepocr_cli.run.report import FileReport, Reporter, RunReport
 
 log = logging.getLogger("deepocr")
 

@@ -12,7 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.pop("DEEPOCR_MODEL", None)
-# Measured-rate cache (deepocr_cli.rates) goes to a throwaway folder, never the user's ~/.cache.
+# Measured-rate cache (deepocr_cli.planning.rates) goes to a throwaway folder, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepocr-test-cache-")
 
 #: What the scripted checkpoint answers for every prompt: one grounded image block, then EOS. A scripted

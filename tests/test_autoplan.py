@@ -1,10 +1,10 @@
-"""Tests for deepocr_cli.autoplan: mode choice at the boundaries and escalation rules."""
+"""Tests for deepocr_cli.planning.autoplan: mode choice at the boundaries and escalation rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from deepocr_cli.autoplan import (
+from deepocr_cli.planning.autoplan import (
     MIN_TEXT_PX,
     PLAN_SAFETY,
     ModeChoice,
@@ -13,8 +13,8 @@ from deepocr_cli.autoplan import (
     next_mode,
     text_px,
 )
-from deepocr_cli.estimate import TextEstimate
-from deepocr_cli.modes import Mode, vision_tokens
+from deepocr_cli.planning.estimate import TextEstimate
+from deepocr_cli.planning.modes import Mode, vision_tokens
 
 A4 = (595.0, 842.0)
 LEGIBLE = 10 / 842  # 10-pt text on A4: 6 px in Tiny, 12 px in Base

@@ -148,7 +148,7 @@ def test_exit_7_out_of_memory_at_batch_1(scripted_checkpoint: Path, tree: Path, 
 
 
 def test_exit_1_unexpected_bug_is_reported(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import deepocr_cli.pipeline as pipeline
+    import deepocr_cli.run.convert as pipeline
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")

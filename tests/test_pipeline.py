@@ -11,12 +11,15 @@ import pytest
 from PIL import Image
 
 from deepocr_cli.errors import NoInputError
-from deepocr_cli.figures import classify_figure_answer
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.parse import Block
-from deepocr_cli.pipeline import convert, render_molecule_images
-from deepocr_cli.results import DocResult, PageResult
-from deepocr_cli.write import output_paths, render_json, render_markdown
+from deepocr_cli.outputs.crops import render_molecule_images
+from deepocr_cli.outputs.figures import classify_figure_answer
+from deepocr_cli.outputs.json import render_json
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.parse import Block
+from deepocr_cli.outputs.paths import output_paths
+from deepocr_cli.outputs.results import DocResult, PageResult
+from deepocr_cli.run.convert import convert
 
 FIGURES = Path(__file__).parent / "data" / "figures"
 
@@ -103,7 +106,7 @@ def test_no_deep_skips_the_figure_pass(scripted_checkpoint: Path, tmp_path: Path
 
 
 def test_plan_predicts_what_convert_does(scripted_checkpoint: Path, tmp_path: Path) -> None:
-    from deepocr_cli.planning import plan_documents
+    from deepocr_cli.planning.plan import plan_documents
 
     sparse_pdf(tmp_path / "slide.pdf")
     Image.new("RGB", (1500, 2000), "white").save(tmp_path / "photo.png")

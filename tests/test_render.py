@@ -10,9 +10,9 @@ import pymupdf
 import pytest
 from PIL import Image
 
-from deepocr_cli.discover import DocKind, find_documents
 from deepocr_cli.errors import InputError
-from deepocr_cli.render import open_document, parse_page_ranges, to_rgb
+from deepocr_cli.inputs.discover import DocKind, find_documents
+from deepocr_cli.inputs.render import open_document, parse_page_ranges, to_rgb
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)

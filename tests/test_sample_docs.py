@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepocr_cli.discover import DocKind, find_documents
-from deepocr_cli.render import open_document
+from deepocr_cli.inputs.discover import DocKind, find_documents
+from deepocr_cli.inputs.render import open_document
 from deepocr_cli.sample_docs import (
     CHART_DATA,
     CHART_TITLE,

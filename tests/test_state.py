@@ -11,8 +11,8 @@ import pytest
 
 from deepocr_cli.errors import UsageError
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.results import PageResult
-from deepocr_cli.state import DocumentLock, PartialPages, is_up_to_date, sha256_file, state_key
+from deepocr_cli.outputs.results import PageResult
+from deepocr_cli.run.state import DocumentLock, PartialPages, is_up_to_date, sha256_file, state_key
 
 
 def _page(i: int) -> PageResult:
@@ -26,7 +26,7 @@ def test_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
     lock = DocumentLock(src)
     assert lock.acquire()
     code = (
-        "import sys; from pathlib import Path; from deepocr_cli.state import DocumentLock;"
+        "import sys; from pathlib import Path; from deepocr_cli.run.state import DocumentLock;"
         f"sys.exit(0 if DocumentLock(Path({str(src)!r})).acquire() else 7)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 7

@@ -1,4 +1,4 @@
-"""Tests for deepocr_cli.write and deepocr_cli.results: paths, atomic writes, crops, Markdown and JSON."""
+"""Tests for deepocr_cli.outputs.write and deepocr_cli.outputs.results: paths, atomic writes, crops, Markdown and JSON."""
 
 from __future__ import annotations
 
@@ -12,20 +12,14 @@ from golden import RAW, H, W, check_golden
 from PIL import Image, ImageDraw
 
 from deepocr_cli.errors import OutputError
-from deepocr_cli.parse import parse_grounded
-from deepocr_cli.results import SCHEMA_VERSION, DocResult, PageError, PageResult, StoredFigure
-from deepocr_cli.write import (
-    JPEG_QUALITY,
-    OutputPaths,
-    atomic_write,
-    atomic_write_bytes,
-    atomic_write_text,
-    output_paths,
-    render_json,
-    render_markdown,
-    save_page_crops,
-    write_document,
-)
+from deepocr_cli.outputs.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from deepocr_cli.outputs.crops import JPEG_QUALITY, save_page_crops
+from deepocr_cli.outputs.formats import write_document
+from deepocr_cli.outputs.json import render_json
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.parse import parse_grounded
+from deepocr_cli.outputs.paths import OutputPaths, output_paths
+from deepocr_cli.outputs.results import SCHEMA_VERSION, DocResult, PageError, PageResult, StoredFigure
 
 
 class FakeFigure:

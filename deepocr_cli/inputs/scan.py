@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from deepocr_cli.estimate_image import STRIP, _analyse, _strip_popcount, ink_mask, work_gray
+from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
+from deepocr_cli.planning.textlines import STRIP, _strip_popcount
 
 #: Largest skew searched for and corrected (degrees either way).
 MAX_SKEW = 10.0

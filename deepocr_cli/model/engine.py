@@ -16,7 +16,7 @@ from deepocr_cli.errors import OutOfResourcesError, UsageError
 from deepocr_cli.model.generation import GenerationOutput, NGramBlocker, generate_batch
 from deepocr_cli.model.image_processing import PreparedImage, prepare_image
 from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, load_checkpoint
-from deepocr_cli.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
+from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class OcrEngine:
         Sized for the costliest page (Gundam with the most tiles, plus prompt text), so any mix of
         modes fits; generate() still splits a batch if the real requests need more memory.
         """
-        from deepocr_cli.modes import MAX_ALLOWED_TILES, image_embeddings
+        from deepocr_cli.planning.modes import MAX_ALLOWED_TILES, image_embeddings
 
         budget = self._memory_budget()
         if budget is None:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 from deepocr_cli.errors import InputError
-from deepocr_cli.modes import (
+from deepocr_cli.planning.modes import (
     DEFAULT_MAX_TILES,
     DEFAULT_MIN_TILES,
     GUNDAM_TILE,

@@ -9,7 +9,7 @@ from deepocr_cli import prompts
 from deepocr_cli.errors import OutOfResourcesError, UsageError
 from deepocr_cli.model import load_engine, write_random_checkpoint
 from deepocr_cli.model.engine import build_prompt_ids
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning.modes import Mode
 
 SCRIPT = "<|ref|>title<|/ref|><|det|>[[12, 34]]<|/det|>\n# Hello deepocr"
 A4_144DPI = (1191, 1684)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from deepocr_cli import prompts
 from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
 from deepocr_cli.model.generation import NGramBlocker
-from deepocr_cli.modes import Mode
+from deepocr_cli.planning.modes import Mode
 
 
 def _banned(blocker: NGramBlocker, seq: list[int], vocab: int = 10) -> set[int]:

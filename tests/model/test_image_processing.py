@@ -9,7 +9,7 @@ from PIL import Image, ImageOps
 
 from deepocr_cli.errors import InputError
 from deepocr_cli.model.image_processing import PAD_VALUE, PreparedImage, prepare_image
-from deepocr_cli.modes import MODE_SPECS, Mode, image_embeddings
+from deepocr_cli.planning.modes import MODE_SPECS, Mode, image_embeddings
 
 # --- the official steps, written with plain PIL/torch calls as facts §3 describes them -----------------
 

@@ -26,7 +26,7 @@ from deepocr_cli.model.vision import (
     window_partition,
     window_unpartition,
 )
-from deepocr_cli.modes import Mode, image_embeddings
+from deepocr_cli.planning.modes import Mode, image_embeddings
 
 # --- full-size checkpoint layout (facts §2.1-2.3), built on the meta device -----------------------------
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pymupdf
 from PIL import Image
+
+from deepocr_cli.planning.image_estimate import estimate_image, estimate_image_array
+from deepocr_cli.planning.textest import SMALL_TEXT_QUANTILE, WORK_LONG_SIDE, TextEstimate
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,6 @@ TOKENS_PER_CJK = 0.689
 TOKENS_PER_PIECE = 0.453
 #: Pre-tokenizer pieces (CJK characters are blanked out first: they are counted per character).
 PIECE_RE = re.compile(r"[^\W\d_]+|\d{1,3}|[^\w\s]+|_+|\n\s*| {2,}")
-# The same corpus and generated text fitted with only two classes (all non-CJK characters including whitespace,
-# CJK characters): 3.50 chars per token (the corpus README's constant) and 0.77 tokens per CJK character. The
-# image path cannot tell letters from digits, so it uses these.
-LATIN_CHARS_PER_TOKEN = 3.50
-CJK_TOKENS_PER_CHAR = 0.77
 
 #: Hiragana/katakana, CJK ideographs (+ extension A), Hangul syllables, full-width forms (as the corpus counts them).
 CJK_RE = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
@@ -58,44 +56,6 @@ LONG_WORD_SHARE_MAX = 0.50  # share of non-space characters inside such "words" 
 IMAGE_COVER_MIN = 0.5  # page share covered by images before the text layer is suspected to be a label only
 SPARSE_TEXT_CHARS = 200  # ... and the text layer holds fewer characters than this
 SPARSE_TEXT_IMAGE_FACTOR = 3.0  # ... and the image estimate sees this many times more tokens
-
-# --- image path (deepocr_cli.estimate_image) ------------------------------------------------------------------
-#: Long side of the working raster (px). 1400 px is ~120 dpi on A4: 6-pt print still has a ~4-px x-height.
-WORK_LONG_SIDE = 1400
-_SMALL_TEXT_QUANTILE = 0.05  # min_text_height: size at the 5th percentile of characters
-
-
-@dataclass(frozen=True)
-class TextEstimate:
-    """Estimated amount of text on one page.
-
-    Attributes:
-        tokens: estimated DeepSeek text tokens of the page.
-        source: "text_layer" or "image".
-        chars: characters (counted from the text layer, estimated from the image).
-        cjk_chars: CJK characters among them.
-        lines: text lines.
-        min_text_height: smallest font size (5th percentile by characters) as a fraction of the page's longer
-            side, or None when there is no text; tiny print needs more pixels.
-        note: why the source was chosen, e.g. "text layer rejected: invisible text".
-    """
-
-    tokens: float
-    source: str
-    chars: int
-    cjk_chars: int
-    lines: int
-    min_text_height: float | None
-    note: str = ""
-
-    def to_json(self) -> dict:
-        """Plain JSON-serialisable dict (tokens rounded to 0.1)."""
-        d = asdict(self)
-        d["tokens"] = round(self.tokens, 1)
-        if self.min_text_height is not None:
-            d["min_text_height"] = round(self.min_text_height, 5)
-        return d
-
 
 def estimate_text(text: str) -> TextEstimate:
     """Estimate the DeepSeek token count of a text from its character classes.
@@ -299,7 +259,7 @@ def _min_size_from_spans(spans: list[dict]) -> float | None:
     acc = 0
     for size, n in sized:
         acc += n
-        if acc >= _SMALL_TEXT_QUANTILE * total:
+        if acc >= SMALL_TEXT_QUANTILE * total:
             return float(size)
     return float(sized[-1][0])
 
@@ -337,15 +297,4 @@ def estimate_pdf_page(page: pymupdf.Page) -> TextEstimate:
     return TextEstimate(est.tokens, "image", est.chars, est.cjk_chars, est.lines, est.min_text_height, note)
 
 
-def estimate_image(image: Image.Image) -> TextEstimate:
-    """Estimate the text of a page image (scan, photo, image file); see deepocr_cli.estimate_image."""
-    from deepocr_cli.estimate_image import estimate_image as _estimate_image
-
-    return _estimate_image(image)
-
-
-def estimate_image_array(gray: np.ndarray) -> TextEstimate:
-    """Estimate the text of a gray page raster (uint8 [H, W]); see deepocr_cli.estimate_image."""
-    from deepocr_cli.estimate_image import estimate_image_array as _estimate_image_array
-
-    return _estimate_image_array(gray)
+__all__ = ["TextEstimate", "estimate_image", "estimate_image_array", "estimate_pdf_page", "estimate_text"]

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from deepocr_cli.results import PageResult
+from deepocr_cli.outputs.results import PageResult
 
 log = logging.getLogger(__name__)
 

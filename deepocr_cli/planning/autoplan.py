@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from deepocr_cli.estimate import TextEstimate
-from deepocr_cli.modes import (
+from deepocr_cli.planning.estimate import TextEstimate
+from deepocr_cli.planning.modes import (
     DEFAULT_MAX_TILES,
     DEFAULT_MIN_TILES,
     GUNDAM_TILE,
@@ -34,7 +34,7 @@ EMPTY_TOKENS = 1.0
 #: Planning safety factor per estimate source: a mode is chosen for ``tokens x factor``, so that an estimate
 #: that falls short of the page's true count still lands under the target. Text layer: the 90th percentile of
 #: true / estimated tokens over the estimator's calibration set (leave-one-out, 80 texts; see
-#: deepocr_cli.estimate), i.e. ~90% of pages are not under-counted by more than this. The image path is left at
+#: deepocr_cli.planning.estimate), i.e. ~90% of pages are not under-counted by more than this. The image path is left at
 #: 1 (its error is measured by bench/density.py; escalation catches what it misses).
 PLAN_SAFETY = {"text_layer": 1.13, "image": 1.0}
 

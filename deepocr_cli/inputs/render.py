@@ -14,8 +14,8 @@ import numpy as np
 import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deepocr_cli.discover import DocKind, SourceDoc, sniff_kind
 from deepocr_cli.errors import InputError
+from deepocr_cli.inputs.discover import DocKind, SourceDoc, sniff_kind
 
 log = logging.getLogger(__name__)
 

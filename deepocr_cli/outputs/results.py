@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli.parse import Block, Box, Cell, Table
+from deepocr_cli.outputs.parse import Block, Box, Cell, Table
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class PageResult:
         index: 0-based page index in the source.
         width: rendered pixel width the boxes refer to.
         height: rendered pixel height.
-        mode: resolution mode used (see `deepocr_cli.modes.Mode`).
+        mode: resolution mode used (see `deepocr_cli.planning.modes.Mode`).
         grid: Gundam tile grid (nw, nh); (1, 1) when untiled.
         vision_tokens: the paper's vision-token count for mode and grid.
         image_embeddings: placeholder ids the decoder received.

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from deepocr_cli.autoplan import ModeChoice, choose_mode
-from deepocr_cli.discover import find_documents
 from deepocr_cli.errors import InputError, NoInputError
-from deepocr_cli.estimate import TextEstimate, estimate_image, estimate_pdf_page
-from deepocr_cli.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
+from deepocr_cli.inputs.discover import find_documents
+from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_ranges
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.render import DocumentReader, open_document, parse_page_ranges
+from deepocr_cli.planning.autoplan import ModeChoice, choose_mode
+from deepocr_cli.planning.estimate import TextEstimate, estimate_image, estimate_pdf_page
+from deepocr_cli.planning.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
 
 def _estimate_seconds(files: list[dict], model: str) -> dict | None:
     """Generation time per strategy from rates measured by earlier runs of this model, if any."""
-    from deepocr_cli import rates
+    from deepocr_cli.planning import rates
 
     measured = rates.seconds_per_page(model)
     if measured is None:

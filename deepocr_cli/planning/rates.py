@@ -12,8 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-from deepocr_cli.results import PageResult
-
 log = logging.getLogger(__name__)
 
 
@@ -31,13 +29,11 @@ def _load() -> dict:
         return {}
 
 
-def add_pages(samples: dict[str, list[float]], pages: list[PageResult]) -> None:
-    """Add finished pages to a run's per-mode [pages, generation seconds] tally."""
-    for p in pages:
-        if p.error is None and p.mode and "generate" in p.timing:
-            tally = samples.setdefault(p.mode, [0, 0.0])
-            tally[0] += 1
-            tally[1] += p.timing["generate"]
+def add_page(samples: dict[str, list[float]], mode: str, seconds: float) -> None:
+    """Add one generated page to a run's per-mode [pages, generation seconds] tally."""
+    tally = samples.setdefault(mode, [0, 0.0])
+    tally[0] += 1
+    tally[1] += seconds
 
 
 def record(model: str, device: str, samples: dict[str, list[float]]) -> None:

@@ -1,0 +1,97 @@
+"""The output formats `--format` chooses from: one registry, one writer.
+
+Each format turns a finished document into bytes; `write_document` writes the requested ones atomically next to
+each other (``paper.md``, ``paper.json``, ...). To add a format, write ``render(doc, paths) -> bytes`` in a module
+of its own and `register` it here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepocr_cli.outputs.atomic import atomic_write_bytes
+from deepocr_cli.outputs.json import render_json
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.results import DocResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format.
+
+    Attributes:
+        name: what `--format` calls it (``md``).
+        suffix: appended to the document's output stem (``.md``).
+        render: the document's bytes in this format; it may read the source (a PDF layer does).
+        description: one line for ``--help``.
+    """
+
+    name: str
+    suffix: str
+    render: Callable[[DocResult, OutputPaths], bytes]
+    description: str = ""
+
+    def path(self, paths: OutputPaths) -> Path:
+        """Where this format's file of a document goes."""
+        return paths.with_suffix(self.suffix)
+
+
+#: Every format by name, in the order they are written and listed.
+FORMATS: dict[str, Format] = {}
+#: What `--format` writes when not given.
+DEFAULT_FORMATS = ("md", "json")
+
+
+def register(fmt: Format) -> Format:
+    """Add a format to the registry (a name registered twice is a bug)."""
+    if fmt.name in FORMATS:
+        raise ValueError(f"output format {fmt.name!r} is registered twice")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def _markdown_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
+    return render_markdown(doc).encode("utf-8")
+
+
+def _json_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
+    return (json.dumps(render_json(doc), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+register(Format("md", ".md", _markdown_bytes, "Markdown: the page contents in reading order"))
+register(Format("json", ".json", _json_bytes, "JSON: blocks with boxes, tables, figures, per-page metadata"))
+
+
+def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] = DEFAULT_FORMATS) -> list[Path]:
+    """Write the document in the requested formats, each atomically (crops are saved by `save_page_crops`).
+
+    Args:
+        doc: the document.
+        paths: where to write.
+        formats: names from `FORMATS`.
+
+    Returns:
+        The files written, in the order of `FORMATS`.
+
+    Raises:
+        ValueError: an unknown format.
+        OutputError: a file cannot be written.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
+    written: list[Path] = []
+    for fmt in FORMATS.values():
+        if fmt.name in formats:
+            path = fmt.path(paths)
+            atomic_write_bytes(path, fmt.render(doc, paths))
+            written.append(path)
+    log.debug("wrote %s", ", ".join(str(p) for p in written))
+    return written

@@ -1,0 +1,116 @@
+"""`convert()`: the library entry point. Finds the inputs, decides which are up to date, and runs the rest.
+
+Failures are data until the end: a bad file or page is recorded, the batch goes on, and the run report's exit
+code sums it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from deepocr_cli.errors import NoInputError, OutputError, UsageError
+from deepocr_cli.inputs.discover import SourceDoc, find_documents
+from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.paths import OutputPaths, output_paths
+from deepocr_cli.run.jobs import Doc
+from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.runner import Runner
+from deepocr_cli.run.state import is_up_to_date, sha256_file, state_key
+
+log = logging.getLogger(__name__)
+
+
+def convert(
+    paths: Sequence[Path],
+    options: ConvertOptions,
+    reporter: Reporter | None = None,
+    engine_factory: Callable[[], Any] | None = None,
+) -> RunReport:
+    """Convert documents to Markdown/JSON next to them (or under options.output_dir).
+
+    Raises NoInputError (no supported input), OutputError (output dir unusable), ModelError,
+    OutOfResourcesError, KeyboardInterrupt; everything per file or page is recorded in the report.
+    """
+    start = time.perf_counter()
+    reporter = reporter or Reporter()
+    report = RunReport()
+    docs, skipped = find_documents(
+        list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
+    )
+    reporter.run_started(len(docs) + len(skipped))
+    for s in skipped:
+        file_failed(report, reporter, str(s.path), s.reason)
+    if not docs:
+        raise NoInputError(
+            "no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)"
+            + (f"; {len(skipped)} path(s) skipped" if skipped else "")
+        )
+    if options.stdout and len(docs) != 1:
+        raise UsageError("--stdout takes exactly one input document")
+    if options.output_dir is not None:
+        try:
+            options.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create output directory {options.output_dir}: {e.strerror or e}") from e
+
+    model_info = {"id": options.model, "revision": options.revision}
+    settings = options.output_settings()
+    todo: list[Doc] = []
+    for src, paths_ in zip(docs, _assign_outputs(docs, options.output_dir), strict=True):
+        try:
+            sha = sha256_file(src.path)
+        except OSError as e:
+            file_failed(report, reporter, str(src.path), f"unreadable: {e.strerror or e}")
+            continue
+        doc = Doc(src, paths_, sha, state_key(sha, model_info, settings))
+        if not options.force and not options.stdout and is_up_to_date(paths_.json, doc.key):
+            fr = FileReport(str(src.path), "skipped", "up to date")
+            report.files.append(fr)
+            reporter.doc_done(fr)
+            continue
+        todo.append(doc)
+
+    if todo:
+        engine = engine_factory() if engine_factory else _load_engine(options)
+        Runner(engine, options, reporter, report, model_info, settings).run(todo)
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
+    """Output paths per document, never shared: `a.pdf` and `a.png` in one folder (or two input
+    trees mirrored into one --output-dir) get `a.pdf.md` / `a.png.md`, then numbered stems."""
+
+    def plain(src: SourceDoc, stem: str | None = None) -> OutputPaths:
+        # The path as the user sees it (root/rel), not the symlink-resolved one.
+        return output_paths(src.root / src.rel, src.root, output_dir, stem)
+
+    out = [plain(d) for d in docs]
+    counts: dict[Path, int] = {}
+    for p in out:
+        counts[p.json] = counts.get(p.json, 0) + 1
+    out = [plain(d, d.rel.name) if counts[p.json] > 1 else p for d, p in zip(docs, out, strict=True)]
+    seen: dict[Path, int] = {}
+    for i, (d, p) in enumerate(zip(docs, out, strict=True)):
+        n = seen.get(p.json, 0) + 1
+        seen[p.json] = n
+        if n > 1:
+            out[i] = plain(d, f"{d.rel.name}-{n}")
+    return out
+
+
+def _load_engine(options: ConvertOptions) -> Any:
+    from deepocr_cli.model import load_engine
+
+    # DEEPOCR_MEMORY_BUDGET (bytes) caps the memory one batch may plan for, e.g. on a shared GPU.
+    budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
+    return load_engine(options.model, revision=options.revision, device=options.device, dtype=options.dtype,
+                       memory_budget_bytes=int(budget) if budget else None)
+
+
+__all__ = ["FileReport", "Reporter", "RunReport", "convert"]

@@ -1,0 +1,95 @@
+"""What a run reports: per-file outcomes, the run's totals and exit code, and the progress sink the CLI implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deepocr_cli.errors import ExitCode
+from deepocr_cli.outputs.results import PageResult
+
+
+@dataclass
+class FileReport:
+    """Outcome of one input: converted, partial (some pages failed or truncated), skipped, busy or failed."""
+
+    source: str
+    status: str
+    reason: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    pages: int = 0
+    truncated_pages: int = 0
+    failed_pages: int = 0
+    vision_tokens: int = 0
+    generated_tokens: int = 0
+    output_error: bool = False
+
+    def to_json(self) -> dict:
+        """Stable JSON form (documented in README)."""
+        d = dict(self.__dict__)
+        d.pop("output_error")
+        return d
+
+
+@dataclass
+class RunReport:
+    """Summary of a run; `exit_code` follows the documented table."""
+
+    files: list[FileReport] = field(default_factory=list)
+    wall_s: float = 0.0
+    markdown: dict[str, str] = field(default_factory=dict)  # source -> Markdown, only with stdout=True
+
+    def count(self, status: str) -> int:
+        """Number of files with the given status."""
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def pages(self) -> int:
+        """Pages converted in this run."""
+        return sum(f.pages for f in self.files)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all done/up to date, 3 partial, 5 when every failure was an unwritable output."""
+        bad = [f for f in self.files if f.status in ("failed", "partial")]
+        if not bad:
+            return ExitCode.OK
+        if all(f.output_error for f in bad) and not any(f.status == "converted" for f in self.files):
+            return ExitCode.OUTPUT
+        return ExitCode.PARTIAL
+
+    def to_json(self) -> dict:
+        """Machine-readable run report (`convert --json`)."""
+        totals = {
+            "files": len(self.files),
+            **{s: self.count(s) for s in ("converted", "partial", "skipped", "busy", "failed")},
+            "pages": self.pages,
+            "vision_tokens": sum(f.vision_tokens for f in self.files),
+            "generated_tokens": sum(f.generated_tokens for f in self.files),
+            "wall_s": round(self.wall_s, 3),
+            "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
+        }
+        return {"exit_code": int(self.exit_code), "totals": totals, "files": [f.to_json() for f in self.files]}
+
+
+class Reporter:
+    """Progress sink; the CLI subclasses it (rich bars on a TTY, log lines otherwise). All calls come
+    from the calling thread."""
+
+    def run_started(self, files: int) -> None:
+        """Discovery found this many inputs (supported documents plus skipped paths)."""
+
+    def doc_started(self, source: str, pages: int) -> None:
+        """A document is being converted."""
+
+    def page_done(self, source: str, page: PageResult) -> None:
+        """A page finished (with or without error)."""
+
+    def doc_done(self, report: FileReport) -> None:
+        """A document finished, was skipped or failed."""
+
+
+def file_failed(report: RunReport, reporter: Reporter, source: str, reason: str, output: bool = False) -> None:
+    """Record a file that failed as a whole (unreadable, not a document, output not writable)."""
+    fr = FileReport(source, "failed", reason, output_error=output)
+    report.files.append(fr)
+    reporter.doc_done(fr)

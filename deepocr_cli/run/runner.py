@@ -1,0 +1,220 @@
+"""One conversion run, top to bottom: the flow of a page from the producer to its written document.
+
+1. `produce.Producer` (background thread) locks each document, resumes it, renders, plans and preprocesses
+   its pages into the run's queue.
+2. `Runner._consume` (this thread) gathers requests into batches (escalated re-runs and figure crops first)
+   and runs them through the model.
+3. `Runner._on_page_result`: the page's text is parsed into blocks; a truncated or over-budget page in auto
+   mode is re-run one mode up; its figures are sent back to the model (deep parsing).
+4. `finish.finish_page` saves crops and checkpoints the page; `finish.maybe_finish_doc` writes the document
+   once all its pages are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from deepocr_cli import prompts
+from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
+from deepocr_cli.outputs.results import PageError, PageResult
+from deepocr_cli.planning import rates
+from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, vision_tokens
+from deepocr_cli.run.finish import finish_page, maybe_finish_doc
+from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
+from deepocr_cli.run.produce import Producer, escalation_target, page_request
+from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    """Owns one run: a producer thread renders and plans pages; this thread batches them through the model."""
+
+    def __init__(self, engine: Any, options: ConvertOptions, reporter: Reporter, report: RunReport,
+                 model_info: dict, settings: dict) -> None:
+        model_info = {**model_info, "dtype": str(getattr(engine, "dtype", "")).replace("torch.", ""),
+                      "device": str(getattr(engine, "device", ""))}
+        self.batch_size = options.batch_size or engine.suggested_batch_size(options.max_new_tokens)
+        # One batch ahead plus a few pages: prepared Gundam pages are ~50 MB each in host memory.
+        self.ctx = RunContext(engine, options, reporter, report, model_info, settings,
+                              queue.Queue(maxsize=self.batch_size + 8))
+        from deepocr_cli.model import NGramConfig
+
+        self.ngram = NGramConfig(size=options.ngram_size, window=options.ngram_window, enabled=options.ngram_size > 0)
+
+    def run(self, docs: list[Doc]) -> None:
+        """Convert the documents; on interrupt, finished pages stay recorded and locks are released."""
+        ctx = self.ctx
+        producer = Producer(ctx)
+        thread = threading.Thread(target=producer.run, args=(docs,), name="deepocr-render", daemon=True)
+        thread.start()
+        try:
+            self._consume()
+        finally:
+            ctx.stop.set()
+            thread.join(timeout=5)
+            producer.shutdown()
+            rates.record(ctx.model_info["id"], ctx.model_info["device"], ctx.rate_samples)
+            for doc in docs:
+                if doc.lock is not None:
+                    doc.lock.release()
+        if producer.error is not None:
+            raise producer.error
+
+    # ----- batches through the model
+
+    def _consume(self) -> None:
+        ctx = self.ctx
+        producer_done = False
+        while True:
+            batch: list[Request] = []
+            while len(batch) < self.batch_size:
+                if ctx.internal:
+                    batch.append(ctx.internal.popleft())
+                    continue
+                if producer_done:
+                    break
+                try:
+                    item = ctx.queue.get(timeout=None if not batch else 0.05)
+                except queue.Empty:
+                    break
+                if isinstance(item, Future):
+                    item = item.result()
+                if item is DONE:
+                    producer_done = True
+                elif isinstance(item, Request):
+                    batch.append(item)
+                else:
+                    self._on_event(item)
+            if not batch:
+                if producer_done and not ctx.internal:
+                    return
+                continue
+            self._run_batch(batch)
+
+    def _on_event(self, item: tuple) -> None:
+        ctx = self.ctx
+        kind, doc = item[0], item[1]
+        src = str(doc.src.path)
+        if kind == "doc":
+            ctx.reporter.doc_started(src, len(doc.wanted))
+            for page in doc.done.values():
+                ctx.reporter.page_done(src, page)
+        elif kind == "page_error":
+            _, _, index, err = item
+            assert doc.result is not None
+            page = PageResult(index=index, width=0, height=0, mode="", grid=(1, 1), vision_tokens=0,
+                              image_embeddings=0, error=err)
+            finish_page(ctx, Page(doc, page, None))
+        elif kind == "end":
+            doc.all_submitted = True
+            maybe_finish_doc(ctx, doc)
+        elif kind in ("busy", "uptodate"):
+            status, reason = ("busy", "being converted by another deepocr process") if kind == "busy" else (
+                "skipped", "up to date")
+            fr = FileReport(src, status, reason)
+            ctx.report.files.append(fr)
+            ctx.reporter.doc_done(fr)
+        elif kind == "failed":
+            _, _, reason, output = item
+            if doc.lock is not None:
+                doc.lock.release()
+            file_failed(ctx.report, ctx.reporter, src, reason, output)
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        t0 = time.perf_counter()
+        results = self.ctx.engine.generate(
+            [r.prepared for r in batch], max_new_tokens=self.ctx.options.max_new_tokens,
+            batch_size=self.ctx.options.batch_size, ngram=self.ngram,
+        )
+        share = (time.perf_counter() - t0) / len(batch)
+        for req, res in zip(batch, results, strict=True):
+            req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
+            if req.kind == "page":
+                self._on_page_result(req, res)
+            else:
+                self._on_figure_result(req, res)
+
+    # ----- a page's answer: escalate, parse, deep-parse its figures
+
+    def _on_page_result(self, req: Request, res: Any) -> None:
+        ctx, work, page, opt = self.ctx, req.work, req.work.page, self.ctx.options
+        attempt = work.attempts[-1]
+        attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
+                       actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
+        if self._should_escalate(work, res):
+            up = escalation_target(ctx, Mode(attempt["mode"]))
+            assert up is not None
+            work.first = (res, page.mode, page.grid)
+            grid = grid_for(up, page.width, page.height, opt.min_tiles, opt.max_tiles)
+            page.mode, page.grid = up.value, grid
+            page.vision_tokens, page.image_embeddings = vision_tokens(up, grid), image_embeddings(up, grid)
+            ctx.internal.append(page_request(ctx, work, up, attempt=1))
+            return
+        first, work.first = work.first, None
+        if first is not None and first[0].truncated is False and res.truncated:
+            # The escalated run looped where the first did not: keep the first attempt.
+            res, mode, grid = first
+            page.mode, page.grid = mode, grid
+            page.vision_tokens, page.image_embeddings = vision_tokens(Mode(mode), grid), image_embeddings(Mode(mode), grid)
+        page.raw_text, page.generated_tokens, page.truncated = res.text, res.generated_tokens, res.truncated
+        if page.plan is not None:
+            page.plan["attempts"] = work.attempts
+            page.plan["kept_attempt"] = next(a["attempt"] for a in work.attempts if a["mode"] == page.mode)
+            ratio = page.generated_tokens / page.vision_tokens if page.vision_tokens else 0.0
+            page.plan["actual_ratio"] = round(ratio, 3)
+            page.plan["at_risk"] = bool(ratio > opt.max_compression)
+        try:
+            if opt.task == "markdown":
+                parsed = parse_grounded(res.text, page.width, page.height)
+                page.blocks, page.warnings = parsed.blocks, list(parsed.warnings)
+            else:
+                page.blocks = [Block(index=0, label="text", boxes=[], boxes_px=[], content=strip_markup(res.text))]
+        except Exception as e:  # noqa: BLE001 - the parser is tolerant; this guards against a bug losing a page
+            page.error = PageError("parse", f"{type(e).__name__}: {e}")
+        if page.truncated:
+            page.warnings.append("truncated: the model stopped at --max-new-tokens without finishing the page")
+        self._submit_figures(work)
+        if work.figures_pending == 0:
+            finish_page(ctx, work)
+
+    def _should_escalate(self, work: Page, res: Any) -> bool:
+        if len(work.attempts) > 1 or escalation_target(self.ctx, Mode(work.attempts[-1]["mode"])) is None:
+            return False
+        from deepocr_cli.planning.autoplan import needs_escalation
+
+        ratio = work.attempts[-1]["actual_ratio"]
+        return needs_escalation(res.truncated, ratio, self.ctx.options.max_compression)
+
+    def _submit_figures(self, work: Page) -> None:
+        opt = self.ctx.options
+        if not (opt.deep and opt.task == "markdown" and work.image is not None):
+            return
+        from deepocr_cli.outputs.figures import crop_for_figure, figure_mode
+
+        figures = [b for b in work.page.blocks if b.label == "image" and b.boxes_px][: opt.deep_max_per_page]
+        for block in figures:
+            try:
+                crop = crop_for_figure(work.image, block.boxes_px[0])
+                mode = figure_mode(*crop.size)
+                prepared = self.ctx.engine.prepare(crop, mode, prompts.PARSE_FIGURE, opt.min_tiles, opt.max_tiles)
+            except Exception as e:  # noqa: BLE001 - a bad crop loses only its description
+                work.page.warnings.append(f"figure {block.index}: not parsed ({type(e).__name__}: {e})")
+                continue
+            work.figures_pending += 1
+            self.ctx.internal.append(Request("figure", work, prepared, block))
+
+    def _on_figure_result(self, req: Request, res: Any) -> None:
+        from deepocr_cli.outputs.figures import classify_figure_answer
+
+        assert req.block is not None
+        req.block.figure = classify_figure_answer(res.text, truncated=res.truncated)
+        req.work.figures_pending -= 1
+        if req.work.figures_pending == 0:
+            finish_page(self.ctx, req.work)
