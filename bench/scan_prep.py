@@ -1,4 +1,4 @@
-"""Measure scan preparation (deepocr_cli/inputs/scan.py): blank pages, orientation, skew, and their cost.
+"""Measure scan preparation (deepocr_cli/planning/scan.py): blank pages, orientation, skew, and their cost.
 
 Usage: python bench/scan_prep.py [CORPUS] [--variants N] [--seed S] [--blank N] [--big-pdf PAGES] [--quick]
 
@@ -40,10 +40,10 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deepocr_cli.planning import scan  # noqa: E402
 from deepocr_cli.planning.estimate import _render_gray  # noqa: E402
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask  # noqa: E402
 from deepocr_cli.planning.textest import WORK_LONG_SIDE  # noqa: E402
-from deepocr_cli.inputs import scan  # noqa: E402
 
 A4 = (595.0, 842.0)
 
@@ -262,10 +262,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def big_blank_pdf(pages: int) -> dict:
     """Convert a PDF of blank scanned pages end to end (tiny random checkpoint), beside rendering it alone."""
+    from deepocr_cli.inputs.render import open_document
     from deepocr_cli.model import load_engine, write_random_checkpoint
     from deepocr_cli.options import ConvertOptions
     from deepocr_cli.run.convert import convert
-    from deepocr_cli.inputs.render import open_document
 
     rng = np.random.default_rng(5)
     out: dict = {"pages": pages}

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from deepocr_cli import __version__
-from deepocr_cli.errors import DeepOcrError, ExitCode
+from deepocr_cli.errors import DeepOcrError, ExitCode, UsageError
 from deepocr_cli.options import AUTO, ConvertOptions, default_model
 
 log = logging.getLogger("deepocr")
@@ -110,6 +110,20 @@ def _split_csv(values: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in values.split(",") if v.strip())
 
 
+
+def _pdf_password(password: str | None, password_file: Path | None) -> str | None:
+    """The PDF password: --password (or DEEPOCR_PDF_PASSWORD), else the first line of --password-file."""
+    if password:
+        return password
+    if password_file is None:
+        return None
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        # the file's name only: its content is the secret
+        raise UsageError(f"--password-file {password_file}: cannot read it ({type(e).__name__})") from None
+    return lines[0] if lines else None
+
 @app.command(
     epilog="\b\nExamples:\n"
     "  deepocr convert ./papers                       # auto mode, Markdown+JSON next to each PDF\n"
@@ -146,6 +160,11 @@ def convert(
     render_molecules: Annotated[bool, typer.Option(help="Draw each recognised molecule as PNG beside its crop.")] = False,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: paths on stdin are NUL-separated (find -print0).")] = False,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the Markdown of a single input to stdout; write no files.")] = False,
+    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Pages showing no text and no figure skip the model (JSON: blank).")] = True,
+    rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Turn pages scanned at 90/180/270 degrees upright before the model.")] = True,
+    deskew: Annotated[bool, typer.Option("--deskew/--no-deskew", help="Straighten pages skewed up to 10 degrees before the model.")] = True,
+    password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, help="User password of encrypted PDFs (visible to `ps`: prefer the env var or --password-file).")] = None,
+    password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from the first line of this file.", dir_okay=False)] = None,
     json_report: Annotated[bool, typer.Option("--json", help="Print a machine-readable run report on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv for debug logs.")] = 0,
@@ -169,6 +188,7 @@ def convert(
             formats=_split_csv(fmt), force=force, task=task, max_new_tokens=max_new_tokens,
             max_compression=max_compression, min_mode=min_mode, max_mode=max_mode, escalate=escalate,
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
+            skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter
@@ -274,6 +294,8 @@ def plan(
     model: Annotated[str, typer.Option(help="Model whose measured speed estimates the time (env DEEPOCR_MODEL).",
                                        show_default="deepseek-ai/DeepSeek-OCR")] = "",
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, help="User password of encrypted PDFs.")] = None,
+    password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from this file.", dir_okay=False)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
     """Dry run of --mode auto: estimate each page's text and show the mode it would get. No model is loaded."""
@@ -284,7 +306,7 @@ def plan(
         options = ConvertOptions(
             mode=AUTO, model=model or default_model(), max_compression=max_compression, min_mode=min_mode, max_mode=max_mode,
             max_tiles=max_tiles, pages=pages, recursive=recursive, include=tuple(include or ()),
-            exclude=tuple(exclude or ()),
+            exclude=tuple(exclude or ()), password=_pdf_password(password, password_file),
         )
         result = plan_documents(_read_paths(paths, null), options)
     except DeepOcrError as e:

@@ -90,6 +90,6 @@ def summary_line(report: RunReport) -> str:
     t = report.to_json()["totals"]
     return (
         f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
-        f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
+        f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages ({t['blank_pages']} blank), {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
     )

@@ -229,7 +229,7 @@ def _analyse(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[TextEstim
         "line_share": share,
         "line_strokes": strokes,
         "line_density": density,
-        # for scan preparation (deepocr_cli/inputs/scan.py): rows above and below each fragment's core, and
+        # for scan preparation (deepocr_cli/planning/scan.py): rows above and below each fragment's core, and
         # its low and high marks
         "above": (f["lo"] - f["y0"])[keep],
         "below": (f["y1"] - f["hi"])[keep],

@@ -69,7 +69,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
         entry: dict = {"source": str(src.path), "error": None, "pages": []}
         files.append(entry)
         try:
-            with open_document(src) as reader:
+            with open_document(src, password=options.password) as reader:
                 wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
                           else range(reader.page_count))
                 for i in wanted:

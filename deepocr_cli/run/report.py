@@ -19,6 +19,7 @@ class FileReport:
     pages: int = 0
     truncated_pages: int = 0
     failed_pages: int = 0
+    blank_pages: int = 0
     vision_tokens: int = 0
     generated_tokens: int = 0
     output_error: bool = False
@@ -65,6 +66,7 @@ class RunReport:
             "pages": self.pages,
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
+            "blank_pages": sum(f.blank_pages for f in self.files),
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }
