@@ -294,6 +294,7 @@ def plan(
     model: Annotated[str, typer.Option(help="Model whose measured speed estimates the time (env DEEPOCR_MODEL).",
                                        show_default="deepseek-ai/DeepSeek-OCR")] = "",
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Count blank pages at no tokens, as convert skips them.")] = True,
     password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, help="User password of encrypted PDFs.")] = None,
     password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from this file.", dir_okay=False)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
@@ -306,7 +307,7 @@ def plan(
         options = ConvertOptions(
             mode=AUTO, model=model or default_model(), max_compression=max_compression, min_mode=min_mode, max_mode=max_mode,
             max_tiles=max_tiles, pages=pages, recursive=recursive, include=tuple(include or ()),
-            exclude=tuple(exclude or ()), password=_pdf_password(password, password_file),
+            exclude=tuple(exclude or ()), skip_blank=skip_blank, password=_pdf_password(password, password_file),
         )
         result = plan_documents(_read_paths(paths, null), options)
     except DeepOcrError as e:
