@@ -36,9 +36,14 @@ _FINE_STEP = 0.1
 #: Text lines run along the axis whose sharpest profile beats the other axis's by this factor; closer calls
 #: leave the page as it is (undecided).
 AXIS_MARGIN = 1.08
+#: Below this ratio of the two axes' sharpness the page is also read both ways, and the way on which the
+#: estimator finds AXIS_LINE_MARGIN times more characters per line carries its lines.
+AXIS_CLEAR = 1.3
+AXIS_LINE_MARGIN = 1.5
 #: Up/down: |score| at least this, from at least UPDOWN_MIN_FRAGMENTS text fragments, else undecided.
 UPDOWN_MIN_SCORE = 0.08
 UPDOWN_MIN_FRAGMENTS = 12
+_MARK_PRIOR = 10.0  # marks: a handful says little
 #: Skews below this (degrees) are left alone: straightening them would only resample the page.
 MIN_SKEW = 0.15
 #: Blank pages are judged on the ink that stands out of the page's noise: at least BLANK_MIN_CONTRAST gray
@@ -54,11 +59,11 @@ CELL = 8
 CELL_MIN_INK = 8
 BLANK_MAX_CELLS = 2
 MARGIN_FRAC = 0.02
-#: Print too faint to stand out of heavy noise pixel by pixel still lines up: a page whose cleaned ink is
-#: STRUCTURE_MIN times sharper along its best axis than across it, with STRUCTURE_MIN_CHARS characters on it, is
-#: not blank (noise is the same along both axes).
-STRUCTURE_MIN = 1.15
-STRUCTURE_MIN_CHARS = 20
+#: Print too faint to stand out of heavy noise pixel by pixel still lines up: a page whose cleaned ink covers
+#: STRUCTURE_MIN_INK of it and is STRUCTURE_MIN times sharper along its best axis than across it is not blank
+#: (noise is the same along both axes; a few specks make no profile at all).
+STRUCTURE_MIN = 1.08
+STRUCTURE_MIN_INK = 1e-4
 #: Punch holes and scanner borders: cells darker than DARK_CELL x the paper inside the band of EDGE_BAND x the
 #: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within one cell of
 #: them is their rim, not print.
@@ -113,6 +118,17 @@ def _profiles(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prof, xc
 
 
+def _column_profiles(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_profiles`` of the transposed ink without transposing it: the column profile of each horizontal strip
+    (int32 [W, strips]) and the strips' centres' y from the page centre."""
+    h, w = ink.shape
+    ns = -(-h // STRIP)
+    padded = np.zeros((ns * STRIP, w), dtype=bool)
+    padded[:h] = ink
+    prof = padded.view(np.uint8).reshape(ns, STRIP, w).sum(axis=1, dtype=np.int32).T
+    return np.ascontiguousarray(prof), (np.arange(ns) + 0.5) * STRIP - h / 2
+
+
 def _sharpness(prof: np.ndarray, xc: np.ndarray, angles: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Sum of squares of the page profile with each strip shifted by x * tan(angle) (angles in degrees);
     ``scale``: rows per profile bin (a pooled profile)."""
@@ -158,6 +174,12 @@ def _search_skew(prof: np.ndarray, xc: np.ndarray) -> tuple[float, float, float]
     return angle, float(sf[k]) * norm, float(np.median(sc)) * 2 * norm
 
 
+def _straight(ink: np.ndarray, axis_rows: bool, angle: float) -> np.ndarray:
+    """The ink with its lines horizontal: turned clockwise when they run along the columns, then sheared."""
+    lines = ink if axis_rows else np.ascontiguousarray(np.rot90(ink, -1))
+    return _shear(lines, angle) if MIN_SKEW <= abs(angle) <= MAX_SKEW else lines
+
+
 def _shear(ink: np.ndarray, angle: float) -> np.ndarray:
     """The ink with each column shifted up by x * tan(angle): lines at ``angle`` become horizontal (a shear; for
     10 degrees or less it differs from a rotation by under 2% in glyph shape)."""
@@ -181,11 +203,15 @@ def _shear(ink: np.ndarray, angle: float) -> np.ndarray:
 def _texture_sigma(gray: np.ndarray) -> float:
     """Noise of the paper: the 20th percentile of the gray-level deviation inside 32-px blocks (every other
     pixel); blocks of print deviate far more, so the low quantile is the paper's."""
-    s = gray[::2, ::2].astype(np.float32)
+    s = gray[::2, ::2]
     hh, ww = s.shape[0] // 16 * 16, s.shape[1] // 16 * 16
     if hh == 0 or ww == 0:
         return 0.0
-    return float(np.percentile(s[:hh, :ww].reshape(hh // 16, 16, ww // 16, 16).std(axis=(1, 3)), 20))
+    b = s[:hh, :ww].astype(np.int32).reshape(hh // 16, 16, ww // 16, 16)
+    s1 = b.sum(axis=(1, 3), dtype=np.int64).astype(np.float64)
+    s2 = (b * b).sum(axis=(1, 3), dtype=np.int64).astype(np.float64)
+    var = np.maximum(s2 / 256 - (s1 / 256) ** 2, 0.0)
+    return float(np.sqrt(np.percentile(var, 20)))
 
 
 def _with_neighbours(ink: np.ndarray, n: int = 2) -> np.ndarray:
@@ -198,11 +224,11 @@ def _with_neighbours(ink: np.ndarray, n: int = 2) -> np.ndarray:
 def _edge_blobs(gray: np.ndarray, paper: float) -> np.ndarray:
     """Pixels within one cell of a dark cell in the edge band (punch holes, scanner borders), bool [H, W]."""
     h, w = gray.shape
-    c = CELL
+    c, k = CELL, CELL // 2  # cells measured on every other pixel
     hh, ww = -(-h // c) * c, -(-w // c) * c
-    g = np.pad(gray, ((0, hh - h), (0, ww - w)), mode="edge")
-    sums = g.reshape(hh // c, c, ww // c, c).sum(axis=(1, 3), dtype=np.int32)
-    dark = sums < DARK_CELL * paper * c * c
+    g = np.pad(gray, ((0, hh - h), (0, ww - w)), mode="edge")[::2, ::2]
+    sums = g.reshape(hh // c, k, ww // c, k).sum(axis=(1, 3), dtype=np.int32)
+    dark = sums < DARK_CELL * paper * k * k
     band = max(1, round(EDGE_BAND * min(h, w) / c))
     dark[band:-band, band:-band] = False
     if not dark.any():
@@ -219,12 +245,13 @@ def clean_ink(gray: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """The estimator's ink without specks, faint marks (bleed-through) and the rims of punch holes and scanner
     borders (``weak``), the part of it that stands out of the paper's noise (``strong``; see NOISE_K), and the
     measures used."""
-    paper = float(np.median(gray[::4, ::4]))
+    cum = np.cumsum(np.bincount(gray[::4, ::4].ravel(), minlength=256))
+    paper = float(np.searchsorted(cum, cum[-1] / 2))
     sigma = _texture_sigma(gray)
     level = max(BLANK_MIN_CONTRAST, NOISE_K * sigma)
-    g = gray.astype(np.int16)
-    weak = _with_neighbours(ink & (g <= paper - BLANK_MIN_CONTRAST) & ~_edge_blobs(gray, paper))
-    strong = weak & (g <= paper - level)
+    faint = np.uint8(max(paper - BLANK_MIN_CONTRAST, 0))
+    weak = _with_neighbours(ink & (gray <= faint) & ~_edge_blobs(gray, paper))
+    strong = weak & (gray <= np.uint8(max(paper - level, 0)))
     return weak, strong, {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level)}
 
 
@@ -259,40 +286,43 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     ink = ink_mask(gray)
     weak, strong, noise = clean_ink(gray, ink)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
-    lines = weak
-    axis_rows, axis_sure, structure = True, False, 1.0
+    axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
     if weak.any():
         prof, xc = _profiles(weak)
         a_rows, s_rows, _ = _search_skew(prof, xc)
-        prof_t, xc_t = _profiles(np.ascontiguousarray(weak.T))
+        prof_t, xc_t = _column_profiles(weak)
         a_cols, s_cols, _ = _search_skew(prof_t, xc_t)
+        # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
+        a_cols = -a_cols
         structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
-        if rotate and s_cols > AXIS_MARGIN * s_rows:
-            axis_rows = False
+        axis_rows = not rotate or s_rows >= s_cols
         axis_sure = structure > AXIS_MARGIN
-        if axis_rows:
-            angle = a_rows
-        else:
-            # the page turned 90 degrees clockwise: ink.T mirrored left to right, so the transpose's angle flips
-            lines = np.ascontiguousarray(np.rot90(weak, -1))
-            angle = -a_cols
-        if MIN_SKEW <= abs(angle) <= MAX_SKEW and (deskew or rotate):
-            lines = _shear(lines, angle)
-        else:
-            angle = 0.0
-        skew = angle if deskew else 0.0
+        angle = a_rows if axis_rows else a_cols
+    lines = _straight(weak, axis_rows, angle)
     est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
+    if rotate and weak.any() and structure < AXIS_CLEAR:
+        # a close call (tables, code, dense reference cards): read the page both ways; along its lines the
+        # estimator finds long lines of text, across them short stacks of glyph slices
+        other = _straight(weak, not axis_rows, a_cols if axis_rows else a_rows)
+        est2, detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)
+        per_line, per_line2 = est.chars / max(est.lines, 1), est2.chars / max(est2.lines, 1)
+        if per_line2 > per_line:
+            axis_rows, angle, lines, est, detail = not axis_rows, (a_cols if axis_rows else a_rows), other, est2, detail2
+        axis_sure = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)
+    skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
     is_blank = False
     if blank:
         cells = _content_cells(strong)
         measure.update(content_cells=cells, **noise)
-        lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
+        share = float(np.count_nonzero(weak)) / weak.size
+        measure["faint_ink"] = round(share, 5)
+        lined = structure >= STRUCTURE_MIN and share >= STRUCTURE_MIN_INK
         is_blank = cells <= BLANK_MAX_CELLS and not lined
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate and detail:
-        score, n = _updown_score(detail, est.cjk_chars > 0.5 * max(est.chars, 1))
+        score, n = _updown_score(detail)
         if axis_sure and n >= UPDOWN_MIN_FRAGMENTS and abs(score) >= UPDOWN_MIN_SCORE:
             up = score > 0
             rotation = (0 if up else 180) if axis_rows else (90 if up else 270)
@@ -304,16 +334,17 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     return ScanVerdict(False, measure, rotation, orientation, score, skew)
 
 
-def _updown_score(detail: dict, cjk: bool) -> tuple[float, int]:
+def _updown_score(detail: dict) -> tuple[float, int]:
     """Positive when the (turned, sheared) lines are upright, negative when upside down; and the number of text
-    fragments it rests on. Latin: ascender rows against descender rows; CJK: low marks against high ones."""
-    latin = ~detail["cjk"]
-    if cjk:
-        low, high = detail["low_marks"].sum(), detail["high_marks"].sum()
-        n = int(len(detail["cjk"]))
-        return float((low - high) / max(low + high, 1.0)), n if low + high >= 6 else 0
-    above, below = detail["above"][latin].sum(), detail["below"][latin].sum()
-    return float((above - below) / max(above + below, 1.0)), int(latin.sum())
+    fragments it rests on. The sum of two shares, each in [-1, 1]: rows above the fragments' cores against rows
+    below them (Latin ascenders and capitals stand above the x-height far more often than descenders hang below
+    it; CJK glyphs lean the same way, more weakly), and low marks against high ones (commas, full stops, 、 。
+    and small kana sit low)."""
+    above, below = float(detail["above"].sum()), float(detail["below"].sum())
+    low, high = float(detail["low_marks"].sum()), float(detail["high_marks"].sum())
+    rows = (above - below) / max(above + below, 1.0)
+    marks = (low - high) / (low + high + _MARK_PRIOR)
+    return rows + marks, int(len(detail["above"]))
 
 
 # --------------------------------------------------------------------------- applying it, mapping back
