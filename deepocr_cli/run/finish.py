@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from deepocr_cli.errors import InputError
 from deepocr_cli.outputs.crops import render_molecule_images, save_page_crops
 from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.markdown import render_markdown
@@ -78,6 +79,8 @@ def maybe_finish_doc(ctx: RunContext, doc: Doc) -> None:
                 doc.partial.remove()
     except OSError as e:
         fr.status, fr.reason, fr.output_error = "failed", f"output not writable: {e.strerror or e}", True
+    except InputError as e:  # pdf and html read the source again: it vanished or changed since it was read
+        fr.status, fr.reason = "failed", f"outputs not all written: {e}"
     if doc.lock is not None:
         doc.lock.release()
         doc.lock = None
