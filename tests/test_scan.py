@@ -252,11 +252,16 @@ def test_a_wrong_password_is_a_one_line_file_error_and_no_password_is_written(
     assert report.files[0].status == "failed" and report.files[0].reason == "encrypted: wrong password"
     assert "wrong-Pa55" not in repr(opts) and "wrong-Pa55" not in json.dumps(opts.output_settings())
     assert "wrong-Pa55" not in json.dumps(report.to_json()) and "wrong-Pa55" not in caplog.text
+    # every format reopens the source with the password (the searchable PDF, ALTO, the review page) and none
+    # writes it
+    from deepocr_cli.outputs.formats import FORMATS
+
     report = convert([pdf], ConvertOptions(model=str(random_checkpoint), mode="tiny", deep=False,
-                                           max_new_tokens=2, password="u-Pa55"))
-    assert report.files[0].status in ("converted", "partial")
-    written = (tmp_path / "locked.json").read_text()
-    assert "u-Pa55" not in written
+                                           max_new_tokens=2, password="u-Pa55", formats=tuple(FORMATS)))
+    assert report.files[0].status in ("converted", "partial"), report.files[0].reason
+    assert len(report.files[0].outputs) == len(FORMATS)
+    for out in report.files[0].outputs:
+        assert b"u-Pa55" not in Path(out).read_bytes(), out
 
 
 def test_cli_reads_the_password_from_a_file_or_the_environment(tmp_path: Path) -> None:

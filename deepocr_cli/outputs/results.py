@@ -241,3 +241,5 @@ class DocResult:
     pages: list[PageResult]
     errors: list[str] = field(default_factory=list)
     status: str = "ok"
+    #: the user password the source opened with, for formats that reopen it (never written, never shown)
+    password: str | None = field(default=None, repr=False, compare=False)

@@ -136,7 +136,7 @@ class Producer:
         doc.result = DocResult(
             source=doc.src.path, source_rel=str(doc.src.rel), size=doc.src.path.stat().st_size,
             sha256=doc.sha256, page_count=reader.page_count, model=self.ctx.model_info,
-            settings={**self.ctx.settings, "state_key": doc.key}, pages=[],
+            settings={**self.ctx.settings, "state_key": doc.key}, pages=[], password=opt.password,
         )
         if not opt.stdout:
             doc.partial = PartialPages(partial_path(doc.paths.json), doc.key)
