@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.planning.estimate import _render_gray
 from deepocr_cli.planning.image_estimate import work_gray
-from deepocr_cli.planning.scan import analyse_scan, prepare_page
+from deepocr_cli.planning.scan import analyse_scan
+from deepocr_cli.planning.upright import prepare_page
 from deepocr_cli.run.convert import convert
 from deepocr_cli.sample_docs import PROSE
 

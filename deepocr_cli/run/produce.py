@@ -20,7 +20,7 @@ from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_
 from deepocr_cli.options import AUTO
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
-from deepocr_cli.planning.scan import prepare_page
+from deepocr_cli.planning.upright import prepare_page
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
 from deepocr_cli.run.scanprep import blank_page, scan_page
 from deepocr_cli.run.state import DocumentLock, PartialPages, partial_path, stale_outputs

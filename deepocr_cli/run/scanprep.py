@@ -11,8 +11,9 @@ from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import COORD_MAX
 from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.planning.image_estimate import work_gray
-from deepocr_cli.planning.scan import PageTransform, ScanVerdict, analyse_scan
+from deepocr_cli.planning.scan import ScanVerdict, analyse_scan
 from deepocr_cli.planning.textest import WORK_LONG_SIDE
+from deepocr_cli.planning.upright import PageTransform
 
 
 def analysis_gray(reader: DocumentReader, index: int, image: Image.Image | None) -> np.ndarray:
