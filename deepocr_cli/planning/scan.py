@@ -306,9 +306,11 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         other = _straight(weak, not axis_rows, a_cols if axis_rows else a_rows)
         est2, detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)
         per_line, per_line2 = est.chars / max(est.lines, 1), est2.chars / max(est2.lines, 1)
+        clear = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)
         if per_line2 > per_line:
             axis_rows, angle, lines, est, detail = not axis_rows, (a_cols if axis_rows else a_rows), other, est2, detail2
-        axis_sure = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)
+        # sure when the lines' length says so clearly, or agrees with the sharper axis
+        axis_sure = clear or (per_line >= per_line2 and structure > AXIS_MARGIN)
     skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
     is_blank = False
