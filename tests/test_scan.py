@@ -216,6 +216,13 @@ def test_a_turned_page_goes_upright_and_its_boxes_come_back_in_source_coordinate
     assert page["blocks"][0]["boxes_px"] == [list(transform.box(upright_px))]
     x1, y1, x2, y2 = page["blocks"][0]["boxes_px"][0]
     assert 0 <= x1 < x2 <= source.width and 0 <= y1 < y2 <= source.height
+    # --reparse reads the stored raw output in the coordinates the model saw and maps it back the same way
+    from deepocr_cli.run.reparse import reparse
+
+    reparse([tmp_path / "turned.png"], ConvertOptions(model=str(scripted_checkpoint), mode="tiny", deep=False))
+    again = json.loads((tmp_path / "turned.json").read_text())["pages"][0]
+    assert again["blocks"][0]["boxes_px"] == page["blocks"][0]["boxes_px"]
+    assert (again["width"], again["height"]) == source.size
 
 
 # --------------------------------------------------------------------------- passwords

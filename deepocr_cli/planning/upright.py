@@ -58,6 +58,37 @@ def _compose(m: np.ndarray, n: np.ndarray) -> np.ndarray:
     return m @ n
 
 
+def transform_for(
+    source_size: tuple[int, int], rotation: int, skew: float, size: tuple[int, int]
+) -> PageTransform:
+    """The transform from a prepared image of ``size`` back to the source image of ``source_size``, for a page
+    turned ``rotation`` degrees clockwise, then straightened by ``skew`` degrees counter-clockwise about its
+    centre (PIL's ``rotate(skew, expand=True)``)."""
+    w, h = source_size
+    to_src = np.eye(3)
+    uw, uh = (h, w) if rotation in (90, 270) else (w, h)
+    # prepared (u, v) -> source (x, y) for a clockwise turn of the source
+    if rotation == 90:
+        to_src = np.array([[0, 1, 0], [-1, 0, h], [0, 0, 1]], dtype=float)
+    elif rotation == 180:
+        to_src = np.array([[-1, 0, w], [0, -1, h], [0, 0, 1]], dtype=float)
+    elif rotation == 270:
+        to_src = np.array([[0, -1, w], [1, 0, 0], [0, 0, 1]], dtype=float)
+    if skew:
+        pw, ph = size
+        t = math.radians(skew)
+        cos, sin = math.cos(t), math.sin(t)
+        # PIL turns the image counter-clockwise on screen (y down): a prepared point p maps to the turned image's
+        # point cu + R (p - cp), R = [[cos, -sin], [sin, cos]]
+        back = np.array(
+            [[cos, -sin, uw / 2 - cos * pw / 2 + sin * ph / 2], [sin, cos, uh / 2 - sin * pw / 2 - cos * ph / 2],
+             [0, 0, 1]]
+        )
+        to_src = _compose(to_src, back)
+    m = to_src[:2].ravel()
+    return PageTransform((w, h), size, tuple(float(round(v, 9)) for v in m))  # type: ignore[arg-type]
+
+
 def prepare_page(image: Image.Image, verdict: ScanVerdict) -> tuple[Image.Image, PageTransform]:
     """Turn and straighten a page image as the verdict says (any resolution: the verdict is in degrees).
 
@@ -69,31 +100,10 @@ def prepare_page(image: Image.Image, verdict: ScanVerdict) -> tuple[Image.Image,
         The prepared image (the same object when nothing is to be done) and the transform mapping its
         coordinates back to ``image``'s. Corners uncovered by straightening are white.
     """
-    w, h = image.size
-    to_src = np.eye(3)
     out = image
     if verdict.rotation:
         out = image.transpose(_TURN[verdict.rotation])
-        # prepared (u, v) -> source (x, y) for a clockwise turn of the source
-        if verdict.rotation == 90:
-            to_src = np.array([[0, 1, 0], [-1, 0, h], [0, 0, 1]], dtype=float)
-        elif verdict.rotation == 180:
-            to_src = np.array([[-1, 0, w], [0, -1, h], [0, 0, 1]], dtype=float)
-        else:
-            to_src = np.array([[0, -1, w], [1, 0, 0], [0, 0, 1]], dtype=float)
     if verdict.skew:
-        uw, uh = out.size
         fill = (255,) * len(out.getbands()) if out.mode != "P" else 255
         out = out.rotate(verdict.skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
-        pw, ph = out.size
-        t = math.radians(verdict.skew)
-        cos, sin = math.cos(t), math.sin(t)
-        # PIL turns the image counter-clockwise on screen (y down): a prepared point p maps to the turned image's
-        # point cu + R (p - cp), R = [[cos, -sin], [sin, cos]]
-        back = np.array(
-            [[cos, -sin, uw / 2 - cos * pw / 2 + sin * ph / 2], [sin, cos, uh / 2 - sin * pw / 2 - cos * ph / 2],
-             [0, 0, 1]]
-        )
-        to_src = _compose(to_src, back)
-    m = to_src[:2].ravel()
-    return out, PageTransform((w, h), out.size, tuple(float(round(v, 9)) for v in m))  # type: ignore[arg-type]
+    return out, transform_for(image.size, verdict.rotation, verdict.skew, out.size)

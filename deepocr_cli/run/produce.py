@@ -193,6 +193,8 @@ class Producer:
                 page.plan = {"estimate": est.to_json(), "choice": choice.to_json(), "target": opt.max_compression}
             if verdict is not None:
                 page.scan = verdict.to_json()
+                if transform is not None:  # the size of the image the model saw, for --reparse
+                    page.scan["model_size"] = list(transform.size)
             work = Page(doc, page, image, choice, transform=transform)
             return self.pool.submit(self._preprocess, work, mode)
         except InputError as e:

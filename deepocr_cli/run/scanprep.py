@@ -13,7 +13,7 @@ from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.planning.image_estimate import work_gray
 from deepocr_cli.planning.scan import ScanVerdict, analyse_scan
 from deepocr_cli.planning.textest import WORK_LONG_SIDE
-from deepocr_cli.planning.upright import PageTransform
+from deepocr_cli.planning.upright import PageTransform, transform_for
 
 
 def analysis_gray(reader: DocumentReader, index: int, image: Image.Image | None) -> np.ndarray:
@@ -58,3 +58,14 @@ def map_page_back(page: PageResult, transform: PageTransform | None) -> None:
         block.boxes_px = [transform.box(b) for b in block.boxes_px]
         block.boxes = [_model_box(b, w, h) for b in block.boxes_px]
     page.width, page.height = w, h
+
+
+def stored_transform(page: PageResult) -> PageTransform | None:
+    """The transform a converted page's boxes went through (from its JSON ``scan``), or None: what
+    ``--reparse`` needs to read the stored raw output (in the coordinates of the image the model saw) again."""
+    scan = page.scan or {}
+    size = scan.get("model_size")
+    if not size or not (scan.get("rotation") or scan.get("skew")):
+        return None
+    return transform_for((page.width, page.height), int(scan["rotation"]), float(scan["skew"]),
+                         (int(size[0]), int(size[1])))
