@@ -289,11 +289,12 @@ def big_blank_pdf(pages: int) -> dict:
             doc.insert_pdf(eight, to_page=min(8, pages - doc.page_count) - 1)
         doc.save(pdf)
         doc.close()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with open_document(pdf) as reader:
             for i in range(reader.page_count):
                 reader.render(i, (826, 1169))
         out["render_s"] = round(time.perf_counter() - t0, 2)
+        out["render_cpu_s"] = round(time.process_time() - c0, 2)
         ckpt = tmpd / "ckpt"
         write_random_checkpoint(ckpt)
         calls = []
@@ -309,10 +310,12 @@ def big_blank_pdf(pages: int) -> dict:
             eng.generate = counted
             return eng
 
-        t0 = time.perf_counter()
+        engine = factory()  # loaded before the clock starts: the run is timed, not the checkpoint's loading
+        t0, c0 = time.perf_counter(), time.process_time()
         report = convert([pdf], ConvertOptions(model=str(ckpt), output_dir=tmpd / "out", mode="tiny",
-                                               deep=False), engine_factory=factory)
+                                               deep=False), engine_factory=lambda: engine)
         out["convert_s"] = round(time.perf_counter() - t0, 2)
+        out["convert_cpu_s"] = round(time.process_time() - c0, 2)
         out["model_calls"] = len(calls)
         out["status"] = report.files[0].status
         out["blank_pages"] = report.files[0].blank_pages

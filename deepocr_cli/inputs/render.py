@@ -202,6 +202,29 @@ class DocumentReader:
             return self._render_pdf(index, size, max_pixels)
         return self._render_image(index, size, max_pixels)
 
+    def render_gray(self, index: int, long_side: int) -> np.ndarray:
+        """A PDF page in gray levels with its long side at ``long_side`` px (uint8 [H, W]): the cheap render scan
+        preparation reads (no RGB, no resize).
+
+        Raises:
+            InputError: the page cannot be rendered.
+            TypeError: the document is an image.
+        """
+        if self.kind is not DocKind.PDF:
+            raise TypeError(f"{self.path} is an image, not a PDF")
+        with _MUPDF_LOCK:
+            page = self._load_page(index)
+            rect = page.rect
+            if rect.width <= 0 or rect.height <= 0:
+                raise InputError(f"page {index + 1}: empty page box {tuple(rect)}")
+            zoom = long_side / max(rect.width, rect.height)
+            try:
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
+            except Exception as e:
+                raise InputError(f"page {index + 1}: cannot render: {e}") from e
+            gray = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+        return gray
+
     def _render_pdf(self, index: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
         with _MUPDF_LOCK:
             page = self._load_page(index)

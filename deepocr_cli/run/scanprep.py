@@ -19,9 +19,7 @@ from deepocr_cli.planning.upright import PageTransform, transform_for
 def analysis_gray(reader: DocumentReader, index: int, image: Image.Image | None) -> np.ndarray:
     """The page in gray at the estimator's resolution: a small render of a PDF page, or the decoded image reduced."""
     if image is None:
-        pw, ph = reader.page_size(index)
-        scale = WORK_LONG_SIDE / max(pw, ph)
-        image = reader.render(index, (max(1, round(pw * scale)), max(1, round(ph * scale))))
+        return reader.render_gray(index, WORK_LONG_SIDE)
     return work_gray(image)
 
 
