@@ -79,6 +79,14 @@ def test_page_number_short_line_light_grey_and_six_point_print_are_not_blank() -
         assert not analyse_scan(gray).blank
 
 
+def test_a_page_holding_only_a_photo_or_a_filled_shape_is_not_blank() -> None:
+    for fill in (40, 120, 170):  # dark, mid and light tones with no texture: the binarised ink is only an outline
+        im = Image.new("L", (990, 1400), 250)
+        ImageDraw.Draw(im).rectangle((200, 300, 700, 800), fill=fill)
+        verdict = analyse_scan(np.asarray(im))
+        assert not verdict.blank, (fill, verdict.blank_measure)
+
+
 def test_no_skip_blank_never_calls_a_page_blank() -> None:
     assert not analyse_scan(np.full((1400, 990), 250, np.uint8), blank=False).blank
 

@@ -221,24 +221,28 @@ def _with_neighbours(ink: np.ndarray, n: int = 2) -> np.ndarray:
     return ink & ((r[:, :-2] + r[:, 1:-1] + r[:, 2:] - ink.view(np.uint8)) >= n)
 
 
-def _edge_blobs(gray: np.ndarray, paper: float) -> np.ndarray:
-    """Pixels within one cell of a dark cell in the edge band (punch holes, scanner borders), bool [H, W]."""
+def _dark_cells(gray: np.ndarray, paper: float, level: float) -> tuple[np.ndarray, int]:
+    """Pixels within one cell of a dark cell in the edge band (punch holes, scanner borders, and their rims), bool
+    [H, W]; and the number of cells inside the band whose mean is ``level`` darker than the paper (a photo, a
+    filled shape, a stamp: content even where the binarised ink is only its outline, or nothing)."""
     h, w = gray.shape
     c, k = CELL, CELL // 2  # cells measured on every other pixel
     hh, ww = -(-h // c) * c, -(-w // c) * c
     g = np.pad(gray, ((0, hh - h), (0, ww - w)), mode="edge")[::2, ::2]
     sums = g.reshape(hh // c, k, ww // c, k).sum(axis=(1, 3), dtype=np.int32)
-    dark = sums < DARK_CELL * paper * k * k
     band = max(1, round(EDGE_BAND * min(h, w) / c))
+    inner = sums[band:-band, band:-band]
+    toned = int(np.count_nonzero(inner < (paper - level) * k * k)) if inner.size else 0
+    dark = sums < DARK_CELL * paper * k * k
     dark[band:-band, band:-band] = False
     if not dark.any():
-        return np.zeros((h, w), dtype=bool)
+        return np.zeros((h, w), dtype=bool), toned
     p = np.pad(dark, 1)
     near = np.zeros(dark.shape, dtype=bool)
     for dy in range(3):
         for dx in range(3):
             near |= p[dy : dy + dark.shape[0], dx : dx + dark.shape[1]]
-    return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w]
+    return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w], toned
 
 
 def clean_ink(gray: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -250,9 +254,11 @@ def clean_ink(gray: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray
     sigma = _texture_sigma(gray)
     level = max(BLANK_MIN_CONTRAST, NOISE_K * sigma)
     faint = np.uint8(max(paper - BLANK_MIN_CONTRAST, 0))
-    weak = _with_neighbours(ink & (gray <= faint) & ~_edge_blobs(gray, paper))
+    edges, toned = _dark_cells(gray, paper, level)
+    weak = _with_neighbours(ink & (gray <= faint) & ~edges)
     strong = weak & (gray <= np.uint8(max(paper - level, 0)))
-    return weak, strong, {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level)}
+    return weak, strong, {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level),
+                          "toned_cells": toned}
 
 
 def _content_cells(strong: np.ndarray) -> int:
@@ -318,7 +324,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         cells = _content_cells(strong)
         measure.update(content_cells=cells, **noise)
         lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
-        is_blank = cells <= BLANK_MAX_CELLS and not lined
+        is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] <= BLANK_MAX_CELLS and not lined
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate and detail:
