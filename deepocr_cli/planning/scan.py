@@ -223,16 +223,19 @@ def _with_neighbours(ink: np.ndarray, n: int = 2) -> np.ndarray:
 
 def _dark_cells(gray: np.ndarray, paper: float, level: float) -> tuple[np.ndarray, int]:
     """Pixels within one cell of a dark cell in the edge band (punch holes, scanner borders, and their rims), bool
-    [H, W]; and the number of cells inside the band whose mean is ``level`` darker than the paper (a photo, a
-    filled shape, a stamp: content even where the binarised ink is only its outline, or nothing)."""
+    [H, W]; and the number of cells inside the band whose mean is ``level`` darker than the paper, as their four
+    neighbours are (a photo, a filled shape, a stamp: content even where the binarised ink is only its outline)."""
     h, w = gray.shape
     c, k = CELL, CELL // 2  # cells measured on every other pixel
     hh, ww = -(-h // c) * c, -(-w // c) * c
     g = np.pad(gray, ((0, hh - h), (0, ww - w)), mode="edge")[::2, ::2]
     sums = g.reshape(hh // c, k, ww // c, k).sum(axis=(1, 3), dtype=np.int32)
     band = max(1, round(EDGE_BAND * min(h, w) / c))
-    inner = sums[band:-band, band:-band]
-    toned = int(np.count_nonzero(inner < (paper - level) * k * k)) if inner.size else 0
+    inner = sums[band:-band, band:-band] < (paper - level) * k * k
+    # only the inside of a toned patch counts (a cell whose four neighbours are toned too): specks of pepper
+    # noise or a blotch darken a cell or two, a photo or a filled shape of 5 mm a block of them
+    core = inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+    toned = int(np.count_nonzero(core))
     dark = sums < DARK_CELL * paper * k * k
     dark[band:-band, band:-band] = False
     if not dark.any():
@@ -324,7 +327,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         cells = _content_cells(strong)
         measure.update(content_cells=cells, **noise)
         lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
-        is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] <= BLANK_MAX_CELLS and not lined
+        is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] == 0 and not lined
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate and detail:
