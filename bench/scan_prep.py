@@ -268,8 +268,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def big_blank_pdf(pages: int) -> dict:
     """Convert a PDF of blank scanned pages end to end (tiny random checkpoint), beside rendering it alone."""
+    from deepocr_cli.engine import load_engine
     from deepocr_cli.inputs.render import open_document
-    from deepocr_cli.model import load_engine, write_random_checkpoint
+    from deepocr_cli.model import write_random_checkpoint
     from deepocr_cli.options import ConvertOptions
     from deepocr_cli.run.convert import convert
 
@@ -301,13 +302,13 @@ def big_blank_pdf(pages: int) -> dict:
 
         def factory():
             eng = load_engine(str(ckpt), device="cpu")
-            real = eng.generate
+            real = eng.engine_request
 
-            def counted(*a, **k):
+            def counted(*a, **k):  # every sequence the model is asked for goes through it
                 calls.append(1)
                 return real(*a, **k)
 
-            eng.generate = counted
+            eng.engine_request = counted
             return eng
 
         engine = factory()  # loaded before the clock starts: the run is timed, not the checkpoint's loading

@@ -146,6 +146,8 @@ def _estimate_seconds(files: list[dict], model_key: str | None, device: str | No
     def seconds(mode_of: Callable[[dict], str]) -> float | None:
         total = 0.0
         for p in pages:
+            if p.get("blank"):  # skips the model
+                continue
             rate = per_mode.get(mode_of(p))
             if rate is None:
                 return None
@@ -168,7 +170,8 @@ def plan_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         if f["error"]:
             rows.append(["-", "error", "", "", "", "", f"{f['source']}: {f['error']}"])
         for p in f["pages"]:
-            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}", p["mode"],
+            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}",
+                         "blank" if p.get("blank") else p["mode"],
                          str(p["vision_tokens"]), f"{p['predicted_ratio']:.1f}x", f["source"]])
     return header, rows
 

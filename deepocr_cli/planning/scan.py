@@ -64,6 +64,8 @@ MARGIN_FRAC = 0.02
 #: light-grey pages on the bench and lost 6% of the blank scans.
 STRUCTURE_MIN = 1.15
 STRUCTURE_MIN_CHARS = 20
+#: Paper noise (gray levels) below which two characters found by the estimator are text whatever their size.
+CLEAN_NOISE = 4.0
 #: Punch holes and scanner borders: cells darker than DARK_CELL x the paper inside the band of EDGE_BAND x the
 #: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within one cell of
 #: them is their rim, not print.
@@ -327,6 +329,8 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         cells = _content_cells(strong)
         measure.update(content_cells=cells, **noise)
         lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
+        # on a clean page (a born-digital image, a quiet scanner) nothing fakes characters: tiny print counts
+        lined |= noise["noise"] < CLEAN_NOISE and est.chars >= 2
         is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] == 0 and not lined
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
