@@ -199,8 +199,7 @@ def test_stdin_paths_and_stdout_markdown(scripted_checkpoint: Path, tree: Path) 
     assert r.exit_code == 0 and json.loads(r.stdout)["totals"]["converted"] == 2
     r0 = run(*convert_args(scripted_checkpoint, "-", "-0", "--json", "--force"), input=f"{tree / 'paper.pdf'}\0")
     assert r0.exit_code == 0 and json.loads(r0.stdout)["totals"]["converted"] == 1
-    # the photo is a white placeholder: --no-skip-blank sends it to the model all the same
-    out = run(*convert_args(scripted_checkpoint, str(tree / "sub" / "photo.png"), "--stdout", "--no-skip-blank"))
+    out = run(*convert_args(scripted_checkpoint, str(tree / "sub" / "photo.png"), "--stdout"))
     assert out.exit_code == 0 and out.stdout.startswith("<!-- page 1 -->") and "# Hello deepocr" in out.stdout
     assert "deepocr:" not in out.stdout  # logs and summary go to stderr
 
@@ -211,10 +210,10 @@ def test_plan_json_loads_no_model(tree: Path) -> None:
     plan = json.loads(r.stdout)
     pages = [p for f in plan["files"] for p in f["pages"]]
     assert len(pages) == 3
-    # the photo is a plain placeholder: a blank page, which convert skips and plan counts at no tokens
+    # the photo holds one line of small print: not a blank page
     photo = next(f for f in plan["files"] if f["source"].endswith("photo.png"))["pages"][0]
-    assert photo["blank"] is True and photo["mode"] == "" and photo["vision_tokens"] == 0
-    assert {p["mode"] for p in pages if not p["blank"]} <= {"tiny", "small", "base", "large", "gundam"}
+    assert photo["blank"] is False and photo["vision_tokens"] > 0
+    assert {p["mode"] for p in pages} <= {"tiny", "small", "base", "large", "gundam"}
     assert plan["vision_tokens"]["gundam"] >= plan["vision_tokens"]["auto"]
 
 
