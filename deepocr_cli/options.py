@@ -58,6 +58,11 @@ class ConvertOptions:
     ngram_size: int = 20
     ngram_window: int = 50
     stdout: bool = False
+    skip_blank: bool = True
+    rotate: bool = True
+    deskew: bool = True
+    #: user password of encrypted PDFs; never logged, never in outputs or reprs
+    password: str | None = field(default=None, repr=False, compare=False)
     retry_truncated: bool = False
 
     def __post_init__(self) -> None:
@@ -101,6 +106,7 @@ class ConvertOptions:
         keep = (
             "mode", "min_tiles", "max_tiles", "pages", "task", "max_new_tokens", "max_compression",
             "min_mode", "max_mode", "escalate", "deep", "deep_max_per_page", "ngram_size", "ngram_window",
+            "skip_blank", "rotate", "deskew",
         )
         d = asdict(self)
         return {k: d[k] for k in keep}

@@ -99,8 +99,9 @@ def summary_line(report: RunReport) -> str:
     t = report.to_json()["totals"]
     files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
     resumed = f" (+{t['resumed_pages']} resumed)" if t["resumed_pages"] else ""
+    blank = f", {t['blank_pages']} blank (no model call)" if t.get("blank_pages") else ""
     line = (
-        f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
+        f"deepocr: {files}; {t['pages']} pages generated{resumed}{blank}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
         + engine_line(report.engine)
     )

@@ -119,7 +119,7 @@ def test_user_password_pdf_is_an_input_error(tmp_path: Path) -> None:
     path = _make_pdf(
         tmp_path / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u"
     )
-    with pytest.raises(InputError, match="^encrypted: needs a password$"):
+    with pytest.raises(InputError, match=r"^encrypted: needs a password \(--password, DEEPOCR_PDF_PASSWORD or --password-file\)$"):
         open_document(path)
 
 

@@ -202,6 +202,29 @@ class DocumentReader:
             return self._render_pdf(index, size, max_pixels)
         return self._render_image(index, size, max_pixels)
 
+    def render_gray(self, index: int, long_side: int) -> np.ndarray:
+        """A PDF page in gray levels with its long side at ``long_side`` px (uint8 [H, W]): the cheap render scan
+        preparation reads (no RGB, no resize).
+
+        Raises:
+            InputError: the page cannot be rendered.
+            TypeError: the document is an image.
+        """
+        if self.kind is not DocKind.PDF:
+            raise TypeError(f"{self.path} is an image, not a PDF")
+        with _MUPDF_LOCK:
+            page = self._load_page(index)
+            rect = page.rect
+            if rect.width <= 0 or rect.height <= 0:
+                raise InputError(f"page {index + 1}: empty page box {tuple(rect)}")
+            zoom = long_side / max(rect.width, rect.height)
+            try:
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)
+            except Exception as e:
+                raise InputError(f"page {index + 1}: cannot render: {e}") from e
+            gray = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.stride)[:, : pix.width].copy()
+        return gray
+
     def _render_pdf(self, index: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
         with _MUPDF_LOCK:
             page = self._load_page(index)
@@ -253,7 +276,7 @@ class DocumentReader:
         return out
 
 
-def _open_pdf(path: Path) -> DocumentReader:
+def _open_pdf(path: Path, password: str | None = None) -> DocumentReader:
     with _MUPDF_LOCK:
         try:
             # filetype="pdf": the content decided the kind, not the extension.
@@ -266,8 +289,13 @@ def _open_pdf(path: Path) -> DocumentReader:
             log.debug("MuPDF cannot open %s: %s", path, e)
             raise InputError("corrupt or truncated PDF: MuPDF cannot open it") from e
         try:
+            # the password is never put in a message or a log line, nor kept once the document is open
             if doc.needs_pass and not doc.authenticate(""):
-                raise InputError("encrypted: needs a password")
+                if not password:
+                    raise InputError(
+                        "encrypted: needs a password (--password, DEEPOCR_PDF_PASSWORD or --password-file)")
+                if not doc.authenticate(password):
+                    raise InputError("encrypted: wrong password")
             # Owner-password-only PDFs (printing/copying restrictions) open without a password and convert.
             n = doc.page_count
             if n == 0:
@@ -313,18 +341,19 @@ def _open_image(path: Path) -> DocumentReader:
     return DocumentReader(path, DocKind.IMAGE, n, sizes=sizes)
 
 
-def open_document(doc: SourceDoc | Path) -> DocumentReader:
+def open_document(doc: SourceDoc | Path, password: str | None = None) -> DocumentReader:
     """Open a PDF or image for rendering.
 
     Args:
         doc: a discovered document, or a path (its kind is then sniffed from its content).
+        password: the user password of an encrypted PDF (ignored for other files).
 
     Returns:
         A reader; close it (or use ``with``).
 
     Raises:
         InputError: with a one-line reason: empty, vanished or unreadable file, corrupt or truncated PDF with no
-            readable page, 0-page PDF, PDF needing a user password, decompression-bomb image, unsupported content.
+            readable page, 0-page PDF, PDF needing a user password (none or a wrong one given), decompression-bomb image, unsupported content.
     """
     path = doc.path if isinstance(doc, SourceDoc) else Path(doc)
     try:
@@ -340,7 +369,7 @@ def open_document(doc: SourceDoc | Path) -> DocumentReader:
     if kind is None:
         raise InputError("not a PDF or a supported image (PNG, JPEG, TIFF, WebP, BMP)")
     if kind is DocKind.PDF:
-        return _open_pdf(path)
+        return _open_pdf(path, password)
     return _open_image(path)
 
 

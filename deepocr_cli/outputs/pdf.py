@@ -277,7 +277,7 @@ def render_pdf(result: DocResult, paths: OutputPaths) -> bytes:
         except Exception as e:  # MuPDF raises plain exceptions for unreadable files
             raise InputError(f"cannot reopen the source for the PDF output: {e}") from e
         if doc.needs_pass:
-            doc.authenticate("")
+            doc.authenticate(result.password or "")
     elif kind is DocKind.IMAGE:
         doc = _image_document(result.source)
     else:

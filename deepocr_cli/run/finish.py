@@ -13,6 +13,7 @@ from deepocr_cli.outputs.markdown import render_markdown
 from deepocr_cli.planning import rates
 from deepocr_cli.run.jobs import Doc, Page, RunContext
 from deepocr_cli.run.report import FileReport
+from deepocr_cli.run.scanprep import map_page_back
 from deepocr_cli.run.state import write_state
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def finish_page(ctx: RunContext, work: Page) -> None:
         except OSError as e:
             page.warnings.append(f"figure crops not saved: {e.strerror or e}")
     work.image = None
+    # crops were cut upright from the image the model saw; from here on every box is the source page's
+    map_page_back(page, work.transform)
     doc.done[page.index] = page
     if doc.partial is not None:
         try:
@@ -54,6 +57,7 @@ def _file_report(doc: Doc) -> FileReport:
         str(doc.src.path), {"ok": "converted"}.get(result.status, result.status),
         pages=len(new), truncated_pages=len(truncated), failed_pages=failed, resumed_pages=len(doc.resumed),
         truncated_kept=sum(1 for p in truncated if p.index in doc.resumed),
+        blank_pages=sum(1 for p in new if p.blank),
         repeating_pages=sum(1 for p in result.pages if p.repetition),
         vision_tokens=sum(p.vision_tokens for p in new), generated_tokens=sum(p.generated_tokens for p in new),
     )

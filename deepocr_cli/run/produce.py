@@ -20,7 +20,9 @@ from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_
 from deepocr_cli.options import AUTO
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
+from deepocr_cli.planning.upright import prepare_page
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
+from deepocr_cli.run.scanprep import blank_page, scan_page
 from deepocr_cli.run.state import DocumentLock, PartialPages, decide, kept_pages, partial_path
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ class Producer:
             self.put(("failed", doc, f"output not writable: {e.strerror or e}", True))
             return
         try:
-            with open_document(doc.src) as reader:
+            with open_document(doc.src, password=opt.password) as reader:
                 self._start_doc(doc, reader)
                 self.put(("doc", doc))
                 for index in doc.wanted:
@@ -135,7 +137,7 @@ class Producer:
         doc.result = DocResult(
             source=doc.src.path, source_rel=str(doc.src.rel), size=doc.src.path.stat().st_size,
             sha256=doc.sha256, page_count=reader.page_count, model=self.ctx.model_info,
-            settings={**self.ctx.settings, "state_key": doc.key}, pages=[],
+            settings={**self.ctx.settings, "state_key": doc.key}, pages=[], password=opt.password,
         )
         if not opt.stdout:
             doc.partial = PartialPages(partial_path(doc.paths.json), doc.key)
@@ -160,6 +162,13 @@ class Producer:
             est = None
             # An image file is its own render: decode it once, for the estimate and for the model.
             image = reader.render(index) if reader.kind != "pdf" else None
+            verdict = None
+            if opt.skip_blank or opt.rotate or opt.deskew:
+                verdict = scan_page(reader, index, image, opt)
+                if verdict.blank:
+                    return ("blank", doc, index, blank_page(index, reader, verdict, time.perf_counter() - t0))
+                if verdict.rotation in (90, 270):
+                    pw, ph = ph, pw  # the model sees the page upright
             if opt.mode == AUTO:
                 from deepocr_cli.planning.plan import plan_page
 
@@ -170,7 +179,13 @@ class Producer:
             if reader.kind == "pdf":
                 # Render once at the size of the mode an escalation could need, so a re-run needs no re-render.
                 size_mode = escalation_target(self.ctx, mode) or mode
-                image = reader.render(index, render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles))
+                rw, rh = render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles)
+                if verdict is not None and verdict.rotation in (90, 270):
+                    rw, rh = rh, rw  # rendered as the source lies, turned below
+                image = reader.render(index, (rw, rh))
+            transform = None
+            if verdict is not None and (verdict.rotation or verdict.skew):
+                image, transform = prepare_page(image, verdict)
             t1 = time.perf_counter()
             w, h = image.size
             grid = grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
@@ -181,7 +196,11 @@ class Producer:
             page.timing["render"] = round(t1 - t0, 4)
             if est is not None:
                 page.plan = {"estimate": est.to_json(), "choice": choice.to_json(), "target": opt.max_compression}
-            work = Page(doc, page, image, choice)
+            if verdict is not None:
+                page.scan = verdict.to_json()
+                if transform is not None:  # the size of the image the model saw, for --reparse
+                    page.scan["model_size"] = list(transform.size)
+            work = Page(doc, page, image, choice, transform=transform)
             return self.pool.submit(self._preprocess, work, mode)
         except InputError as e:
             return ("page_error", doc, index, PageError("render", str(e)))

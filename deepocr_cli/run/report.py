@@ -28,6 +28,7 @@ class FileReport:
     truncated_pages: int = 0
     repeating_pages: int = 0
     failed_pages: int = 0
+    blank_pages: int = 0
     vision_tokens: int = 0
     generated_tokens: int = 0
     resumed_pages: int = 0
@@ -85,6 +86,7 @@ class RunReport:
             "truncated_kept": sum(f.truncated_kept for f in self.files),
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
+            "blank_pages": sum(f.blank_pages for f in self.files),
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }

@@ -123,6 +123,9 @@ class Runner:
             page = PageResult(index=index, width=0, height=0, mode="", grid=(1, 1), vision_tokens=0,
                               image_embeddings=0, error=err)
             finish_page(ctx, Page(doc, page, None))
+        elif kind == "blank":
+            page = item[3]
+            finish_page(ctx, Page(doc, page, None))
         elif kind == "end":
             doc.all_submitted = True
             maybe_finish_doc(ctx, doc)
