@@ -65,6 +65,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level if verbose > 1 else logging.WARNING)
     log.setLevel(level)
+    # Python warnings from libraries (Pillow, PyMuPDF, torch) never reach stderr raw: they go through logging,
+    # shown only with -vv. deepocr reports what matters about an input itself (README, "Reliability").
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -145,6 +149,7 @@ def convert(
     deep_max_per_page: Annotated[int, typer.Option(help="Most figures parsed per page.")] = 8,
     render_molecules: Annotated[bool, typer.Option(help="Draw each recognised molecule as PNG beside its crop.")] = False,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: paths on stdin are NUL-separated (find -print0).")] = False,
+    max_image_pixels: Annotated[int, typer.Option(help="Refuse images larger than this many pixels (0: no cap); big scans are decoded reduced.")] = 300_000_000,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the Markdown of a single input to stdout; write no files.")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a machine-readable run report on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
@@ -169,6 +174,7 @@ def convert(
             formats=_split_csv(fmt), force=force, task=task, max_new_tokens=max_new_tokens,
             max_compression=max_compression, min_mode=min_mode, max_mode=max_mode, escalate=escalate,
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
+            max_image_pixels=max_image_pixels or None,
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter

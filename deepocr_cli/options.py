@@ -51,6 +51,7 @@ class ConvertOptions:
     ngram_size: int = 20
     ngram_window: int = 50
     stdout: bool = False
+    max_image_pixels: int | None = 300_000_000  # = inputs.render.DEFAULT_MAX_IMAGE_PIXELS; None: no cap
 
     def __post_init__(self) -> None:
         modes = [m.value for m in MODE_ORDER]
@@ -74,6 +75,8 @@ class ConvertOptions:
             raise UsageError("--max-new-tokens must be at least 1")
         if self.max_compression <= 0:
             raise UsageError("--max-compression must be positive")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise UsageError("--max-image-pixels must be at least 1")
         if self.deep_max_per_page < 0:
             raise UsageError("--deep-max-per-page must be >= 0")
 

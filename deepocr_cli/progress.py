@@ -7,6 +7,7 @@ import sys
 import time
 from types import TracebackType
 
+from deepocr_cli.boundary import show_path
 from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.run.report import FileReport, Reporter, RunReport
 
@@ -75,7 +76,9 @@ class CliReporter(Reporter):
     def doc_done(self, report: FileReport) -> None:
         if self._progress is not None:
             self._progress.update(self._files_task, advance=1, rate="")
-        line = f"{report.status} {report.source}" + (f": {report.reason}" if report.reason else "")
+        line = f"{report.status} {show_path(report.source)}" + (f": {report.reason}" if report.reason else "")
+        if report.warnings:
+            line += f" ({len(report.warnings)} warning(s): {'; '.join(report.warnings)[:300]})"
         if report.status in ("failed", "partial"):
             if self._progress is not None:
                 self._progress.console.print(f"[red]{line}[/red]")
@@ -90,6 +93,8 @@ def summary_line(report: RunReport) -> str:
     t = report.to_json()["totals"]
     return (
         f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
-        f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
+        f"{t['busy']} busy, {t['failed']} failed"
+        + (f" ({t['with_warnings']} with warnings)" if t.get("with_warnings") else "")
+        + f"; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
     )

@@ -14,13 +14,18 @@ import numpy as np
 import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from deepocr_cli.boundary import enter
 from deepocr_cli.errors import InputError
-from deepocr_cli.inputs.discover import DocKind, SourceDoc, sniff_kind
+from deepocr_cli.inputs.discover import SNIFF_BYTES, DocKind, SourceDoc, sniff_kind
 
 log = logging.getLogger(__name__)
 
 #: Default cap on rendered pixels (4000 x 4000): far above any mode's need, far below an OOM.
 DEFAULT_MAX_PIXELS = 16_000_000
+#: Largest image (width x height) deepocr decodes: an A1 sheet scanned at 600 dpi is ~280 MP. Big scans are
+#: decoded reduced (JPEG draft mode, then a reducing resize) to the size the chosen mode needs; images over the cap
+#: are refused with a per-file error (``--max-image-pixels`` changes it).
+DEFAULT_MAX_IMAGE_PIXELS = 300_000_000
 #: Zoom used when a PDF page is rendered without a target size: 144 dpi, as the official runner renders.
 DEFAULT_PDF_ZOOM = 2.0
 _WHITE = (255, 255, 255)
@@ -28,6 +33,42 @@ _WHITE = (255, 255, 255)
 # MuPDF keeps global state (the resource store, warnings) and PyMuPDF is not thread-safe, while the pipeline
 # renders in background threads; every MuPDF call in this module holds this lock.
 _MUPDF_LOCK = threading.RLock()
+
+# deepocr applies its own cap (DEFAULT_MAX_IMAGE_PIXELS, checked before any decode) in place of Pillow's ~89 MP
+# decompression-bomb guard, which refuses ordinary 600-dpi scans and warns on stderr below that.
+Image.MAX_IMAGE_PIXELS = None
+# MuPDF prints its errors and warnings on stderr; deepocr collects them per document and page instead.
+for _quiet in ("mupdf_display_errors", "mupdf_display_warnings"):
+    if hasattr(pymupdf.TOOLS, _quiet):
+        getattr(pymupdf.TOOLS, _quiet)(False)
+
+
+def _mupdf_messages() -> list[str]:
+    """MuPDF's warnings since the last call (repairs, broken objects), de-duplicated, in order."""
+    try:
+        text = pymupdf.TOOLS.mupdf_warnings(reset=True)
+    except Exception:  # noqa: BLE001 - diagnostics must never fail a page
+        return []
+    out: list[str] = []
+    for line in text.splitlines():
+        line = line.strip().rstrip(";")
+        if line and line not in out:
+            out.append(line)
+    return out
+
+
+def _page_missing(doc: Any, page: Any) -> bool:
+    """A page whose object is gone (truncated file, damaged page tree): MuPDF substitutes a blank page for it."""
+    xref = page.xref
+    return xref <= 0 or xref >= doc.xref_length()
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cap_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
@@ -38,17 +79,12 @@ def _cap_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
     return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
 
 
-def _check_bomb(w: int, h: int) -> None:
-    """Refuse images over ``Image.MAX_IMAGE_PIXELS``, where Pillow itself only warns (it raises above twice that).
-
-    An explicit check rather than turning the warning into an error: ``warnings.catch_warnings`` is not
-    thread-safe and pages are rendered in a background thread.
-    """
-    limit = Image.MAX_IMAGE_PIXELS
+def _check_bomb(w: int, h: int, limit: int | None) -> None:
+    """Refuse images over ``limit`` pixels before decoding them (Pillow's own guard is replaced by this one)."""
     if limit and w * h > limit:
         raise InputError(
             f"image too large (decompression-bomb guard): {w}x{h} = {w * h:,} pixels exceeds "
-            f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}"
+            f"the cap of {limit:,} (--max-image-pixels)"
         )
 
 
@@ -116,12 +152,18 @@ class DocumentReader:
         page_count: int,
         pdf: Any = None,
         sizes: list[tuple[int, int]] | None = None,
+        warnings: list[str] | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.path = path
         self.kind = kind
         self.page_count = page_count
+        #: Document-level problems found while opening (MuPDF repairs of a damaged PDF).
+        self.warnings: list[str] = list(warnings or [])
+        self.max_image_pixels = max_image_pixels
         self._pdf = pdf  # pymupdf.Document for PDFs
         self._sizes = sizes or []  # image frames' upright sizes (after EXIF orientation)
+        self._page_warnings: dict[int, list[str]] = {}
 
     def __enter__(self) -> DocumentReader:
         return self
@@ -138,6 +180,17 @@ class DocumentReader:
                 self._pdf.close()
             self._pdf = None
 
+    def page_warnings(self, index: int) -> list[str]:
+        """MuPDF's messages about this page since the last call (damaged objects it worked around)."""
+        return self._page_warnings.pop(index, [])
+
+    def _note(self, index: int) -> None:
+        """File MuPDF's pending messages under page ``index`` (call with the MuPDF lock held)."""
+        msgs = _mupdf_messages()
+        if msgs:
+            seen = self._page_warnings.setdefault(index, [])
+            seen.extend(f"MuPDF: {m}" for m in msgs if f"MuPDF: {m}" not in seen)
+
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.page_count:
             raise IndexError(f"page index {index} out of range for {self.page_count} page(s)")
@@ -146,13 +199,20 @@ class DocumentReader:
         self._check_index(index)
         if self._pdf is None:
             raise ValueError(f"{self.path} is closed")
+        _mupdf_messages()  # drop stale messages: what follows is this page's
         try:
-            return self._pdf.load_page(index)
+            page = self._pdf.load_page(index)
         except Exception as e:  # MuPDF raises plain RuntimeError/ValueError subclasses for broken objects
             raise InputError(f"page {index + 1}: cannot read page: {e}") from e
+        finally:
+            self._note(index)
+        if _page_missing(self._pdf, page):
+            raise InputError(f"page {index + 1}: page object missing (damaged PDF); it would render blank")
+        return page
 
     def page_size(self, index: int) -> tuple[float, float]:
         """Size of a page: PDF points after the page's rotation, or image pixels after EXIF orientation."""
+        enter("page_size", self.path)
         if self.kind is DocKind.PDF:
             with _MUPDF_LOCK:
                 rect = self._load_page(index).rect
@@ -198,6 +258,7 @@ class DocumentReader:
             InputError: the page (or the file) cannot be read; the message names the page.
             IndexError: ``index`` is out of range.
         """
+        enter("render", self.path)
         if self.kind is DocKind.PDF:
             return self._render_pdf(index, size, max_pixels)
         return self._render_image(index, size, max_pixels)
@@ -217,6 +278,8 @@ class DocumentReader:
                 pix = page.get_pixmap(matrix=matrix, alpha=False, colorspace=pymupdf.csRGB)
             except Exception as e:
                 raise InputError(f"page {index + 1}: cannot render: {e}") from e
+            finally:
+                self._note(index)
             im = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
             del pix
         if im.size != (w, h):  # MuPDF rounds the pixel box outward; at worst one pixel off
@@ -230,7 +293,7 @@ class DocumentReader:
             with Image.open(self.path) as im:
                 if index:
                     im.seek(index)
-                _check_bomb(*im.size)  # the file may have been replaced since it was opened
+                _check_bomb(*im.size, self.max_image_pixels)  # the file may have been replaced since it was opened
                 target = _cap_size(*(size or self._sizes[index]), max_pixels)
                 # JPEG can decode at 1/2..1/8 scale: much faster for big photos rendered small.
                 swapped = self._sizes[index] != im.size and self._sizes[index] == im.size[::-1]
@@ -253,53 +316,85 @@ class DocumentReader:
         return out
 
 
+def _pdf_header_offset(path: Path) -> int:
+    """Where ``%PDF-`` starts within the first KiB (junk before it is common after mail gateways and scanners)."""
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    at = head.find(b"%PDF")
+    return max(at, 0)
+
+
 def _open_pdf(path: Path) -> DocumentReader:
     with _MUPDF_LOCK:
+        _mupdf_messages()  # drop messages left by another document
         try:
-            # filetype="pdf": the content decided the kind, not the extension.
-            doc = pymupdf.open(path, filetype="pdf")
+            # filetype="pdf": the content decided the kind, not the extension. A name that is not valid UTF-8
+            # (Latin-1 bytes from an old file server) cannot be passed to MuPDF as a string: hand it the bytes.
+            # So does a file with junk before its header: MuPDF gets the stream from ``%PDF-`` on.
+            offset = _pdf_header_offset(path)
+            if offset or not _is_utf8(path):
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                doc = pymupdf.open(stream=data, filetype="pdf")
+            else:
+                doc = pymupdf.open(path, filetype="pdf")
         except pymupdf.EmptyFileError as e:
             raise InputError("empty file (0 bytes)") from e
         except (OSError, pymupdf.FileNotFoundError) as e:  # pymupdf's own FileNotFoundError is no OSError
             raise InputError(_os_reason(e if isinstance(e, OSError) else FileNotFoundError())) from e
         except Exception as e:  # MuPDF's message names the file, which the caller already reports
-            log.debug("MuPDF cannot open %s: %s", path, e)
+            log.debug("MuPDF cannot open %r: %s", path, e)
             raise InputError("corrupt or truncated PDF: MuPDF cannot open it") from e
         try:
             if doc.needs_pass and not doc.authenticate(""):
                 raise InputError("encrypted: needs a password")
             # Owner-password-only PDFs (printing/copying restrictions) open without a password and convert.
-            n = doc.page_count
+            enter("page_count", path)
+            try:
+                n = doc.page_count
+            except Exception as e:  # PyMuPDF 2.0: "code=7: Invalid number of pages" for a lying /Count
+                raise InputError(f"corrupt PDF: cannot count its pages: {' '.join(str(e).split())}") from e
             if n == 0:
                 raise InputError("PDF has no pages")
+            if n > doc.xref_length():  # every page is an object: a /Count above the object count is a lie
+                raise InputError(f"corrupt PDF: its page tree claims {n:,} pages in a file of "
+                                 f"{doc.xref_length():,} objects")
             first_error: Exception | None = None
             for i in range(n):  # usually stops at page 0; a corrupt file may have no loadable page at all
                 try:
-                    doc.load_page(i)
+                    if _page_missing(doc, doc.load_page(i)):
+                        raise InputError("page object missing")
                     break
                 except Exception as e:
                     first_error = first_error or e
+                if i >= 64:  # a page tree of thousands of missing pages: no need to try them all
+                    raise InputError(f"corrupt PDF, no readable page among the first {i + 1}: {first_error}")
             else:
                 raise InputError(f"corrupt PDF, no readable pages: {first_error}")
         except BaseException:
             doc.close()
             raise
+        warnings = _mupdf_messages()
     if doc.is_encrypted:
-        log.debug("%s: owner-password restrictions ignored for reading", path)
-    return DocumentReader(path, DocKind.PDF, n, pdf=doc)
+        log.debug("%r: owner-password restrictions ignored for reading", path)
+    if warnings:
+        log.debug("%r: MuPDF: %s", path, "; ".join(warnings))
+    return DocumentReader(path, DocKind.PDF, n, pdf=doc, warnings=[f"MuPDF: {w}" for w in warnings])
 
 
-def _open_image(path: Path) -> DocumentReader:
+def _open_image(path: Path, max_image_pixels: int | None) -> DocumentReader:
     try:
         with Image.open(path) as im:
             # Only TIFF frames are pages; frames of animated PNG/WebP are an animation, not a document.
+            enter("page_count", path)
             n = getattr(im, "n_frames", 1) if im.format == "TIFF" else 1
             sizes: list[tuple[int, int]] = []
             for i in range(n):
                 if i:
                     im.seek(i)
                 w, h = im.size
-                _check_bomb(w, h)
+                _check_bomb(w, h, max_image_pixels)
                 orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 5..8 swap the axes
                 sizes.append((h, w) if orientation in (5, 6, 7, 8) else (w, h))
     except Image.DecompressionBombError as e:
@@ -310,23 +405,25 @@ def _open_image(path: Path) -> DocumentReader:
         raise InputError(_os_reason(e)) from e
     except (ValueError, EOFError, SyntaxError) as e:
         raise InputError(f"corrupt image: {e}") from e
-    return DocumentReader(path, DocKind.IMAGE, n, sizes=sizes)
+    return DocumentReader(path, DocKind.IMAGE, n, sizes=sizes, max_image_pixels=max_image_pixels)
 
 
-def open_document(doc: SourceDoc | Path) -> DocumentReader:
+def open_document(doc: SourceDoc | Path, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> DocumentReader:
     """Open a PDF or image for rendering.
 
     Args:
         doc: a discovered document, or a path (its kind is then sniffed from its content).
+        max_image_pixels: images larger than this (width x height) are refused before decoding; ``None``: no cap.
 
     Returns:
-        A reader; close it (or use ``with``).
+        A reader; close it (or use ``with``). ``reader.warnings`` lists MuPDF's repairs of a damaged PDF.
 
     Raises:
         InputError: with a one-line reason: empty, vanished or unreadable file, corrupt or truncated PDF with no
-            readable page, 0-page PDF, PDF needing a user password, decompression-bomb image, unsupported content.
+            readable page, 0-page PDF, PDF needing a user password, image over the pixel cap, unsupported content.
     """
     path = doc.path if isinstance(doc, SourceDoc) else Path(doc)
+    enter("open", path)
     try:
         # stat again even for a discovered document: it may have vanished or been emptied since discovery.
         st = path.stat()
@@ -341,7 +438,7 @@ def open_document(doc: SourceDoc | Path) -> DocumentReader:
         raise InputError("not a PDF or a supported image (PNG, JPEG, TIFF, WebP, BMP)")
     if kind is DocKind.PDF:
         return _open_pdf(path)
-    return _open_image(path)
+    return _open_image(path, max_image_pixels)
 
 
 _RANGE_RE = re.compile(r"^\s*(\d*)\s*(-?)\s*(\d*)\s*$")

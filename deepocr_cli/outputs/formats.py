@@ -16,7 +16,7 @@ from pathlib import Path
 from deepocr_cli.outputs.atomic import atomic_write_bytes
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import render_markdown
-from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.paths import OutputPaths, escape_surrogates
 from deepocr_cli.outputs.results import DocResult
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,12 @@ def register(fmt: Format) -> Format:
 
 
 def _markdown_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
-    return render_markdown(doc).encode("utf-8")
+    # surrogateescape: image links of a source with a non-UTF-8 name keep the bytes of its crops' folder
+    return render_markdown(doc).encode("utf-8", "surrogateescape")
 
 
 def _json_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
-    return (json.dumps(render_json(doc), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    return (escape_surrogates(json.dumps(render_json(doc), ensure_ascii=False, indent=2)) + "\n").encode("utf-8")
 
 
 register(Format("md", ".md", _markdown_bytes, "Markdown: the page contents in reading order"))

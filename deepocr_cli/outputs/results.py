@@ -218,6 +218,7 @@ class DocResult:
         settings: the options that determine the output (mode, task, max_tiles, max_new_tokens, pages...).
         pages: converted pages in source order.
         errors: document-level problems.
+        warnings: document-level warnings (MuPDF's repairs of a damaged PDF).
         status: ok, partial or failed.
     """
 
@@ -231,3 +232,4 @@ class DocResult:
     pages: list[PageResult]
     errors: list[str] = field(default_factory=list)
     status: str = "ok"
+    warnings: list[str] = field(default_factory=list)

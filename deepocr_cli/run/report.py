@@ -22,6 +22,7 @@ class FileReport:
     vision_tokens: int = 0
     generated_tokens: int = 0
     output_error: bool = False
+    warnings: list[str] = field(default_factory=list)  # a damaged PDF's repairs (document, then "pN: ..." pages)
 
     def to_json(self) -> dict:
         """Stable JSON form (documented in README)."""
@@ -63,6 +64,7 @@ class RunReport:
             "files": len(self.files),
             **{s: self.count(s) for s in ("converted", "partial", "skipped", "busy", "failed")},
             "pages": self.pages,
+            "with_warnings": sum(1 for f in self.files if f.warnings),
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
             "wall_s": round(self.wall_s, 3),

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
+from deepocr_cli.boundary import enter, is_run_level, reason
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
 from deepocr_cli.outputs.results import PageError, PageResult
@@ -127,19 +128,56 @@ class Runner:
                 doc.lock.release()
             file_failed(ctx.report, ctx.reporter, src, reason, output)
 
-    def _run_batch(self, batch: list[Request]) -> None:
-        t0 = time.perf_counter()
-        results = self.ctx.engine.generate(
+    def _generate(self, batch: list[Request]) -> list[Any]:
+        for r in batch:
+            enter("generate" if r.kind == "page" else "figures", r.work.doc.src.path)
+        return self.ctx.engine.generate(
             [r.prepared for r in batch], max_new_tokens=self.ctx.options.max_new_tokens,
             batch_size=self.ctx.options.batch_size, ngram=self.ngram,
         )
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        """Run a batch; if the model call fails for it, run its requests one by one so that only the request
+        that fails alone (a page that breaks the tokenizer, a crop too big for memory) is a failed page."""
+        t0 = time.perf_counter()
+        try:
+            results: list[Any] = self._generate(batch)
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            if len(batch) == 1:
+                self._on_request_error(batch[0], e)
+                return
+            log.debug("batch of %d failed (%s); retrying its requests one by one", len(batch), e)
+            for req in batch:
+                self._run_batch([req])
+            return
         share = (time.perf_counter() - t0) / len(batch)
         for req, res in zip(batch, results, strict=True):
             req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
-            if req.kind == "page":
-                self._on_page_result(req, res)
-            else:
-                self._on_figure_result(req, res)
+            try:
+                if req.kind == "page":
+                    self._on_page_result(req, res)
+                else:
+                    self._on_figure_result(req, res)
+            except Exception as e:
+                if is_run_level(e):
+                    raise
+                self._on_request_error(req, e)
+
+    def _on_request_error(self, req: Request, exc: BaseException, stage: str | None = None) -> None:
+        """One request failed on its own: its page is a failed page (a figure's failure fails its page too)."""
+        work = req.work
+        if work.doc.result is None or work.page.index in work.doc.done:
+            return
+        log.debug("page %d of %r failed", work.page.index + 1, work.doc.src.path, exc_info=exc)
+        stage = stage or ("generate" if req.kind == "page" else "figures")
+        work.page.error = PageError(stage, reason(exc))
+        if req.kind == "figure":
+            work.figures_pending -= 1
+            if work.figures_pending > 0:
+                return
+        finish_page(self.ctx, work)
 
     # ----- a page's answer: escalate, parse, deep-parse its figures
 
@@ -171,13 +209,14 @@ class Runner:
             page.plan["actual_ratio"] = round(ratio, 3)
             page.plan["at_risk"] = bool(ratio > opt.max_compression)
         try:
+            enter("parse", work.doc.src.path)
             if opt.task == "markdown":
                 parsed = parse_grounded(res.text, page.width, page.height)
                 page.blocks, page.warnings = parsed.blocks, list(parsed.warnings)
             else:
                 page.blocks = [Block(index=0, label="text", boxes=[], boxes_px=[], content=strip_markup(res.text))]
         except Exception as e:  # noqa: BLE001 - the parser is tolerant; this guards against a bug losing a page
-            page.error = PageError("parse", f"{type(e).__name__}: {e}")
+            page.error = PageError("parse", reason(e))
         if page.truncated:
             page.warnings.append("truncated: the model stopped at --max-new-tokens without finishing the page")
         self._submit_figures(work)
@@ -201,11 +240,15 @@ class Runner:
         figures = [b for b in work.page.blocks if b.label == "image" and b.boxes_px][: opt.deep_max_per_page]
         for block in figures:
             try:
+                enter("figures", work.doc.src.path)
                 crop = crop_for_figure(work.image, block.boxes_px[0])
                 mode = figure_mode(*crop.size)
                 prepared = self.ctx.engine.prepare(crop, mode, prompts.PARSE_FIGURE, opt.min_tiles, opt.max_tiles)
-            except Exception as e:  # noqa: BLE001 - a bad crop loses only its description
-                work.page.warnings.append(f"figure {block.index}: not parsed ({type(e).__name__}: {e})")
+            except ValueError as e:  # a box with no area on the page: the model's answer, not a fault
+                work.page.warnings.append(f"figure {block.index}: not parsed ({e})")
+                continue
+            except Exception as e:  # noqa: BLE001 - a crop that breaks fails its page, never the document
+                work.page.error = PageError("figures", f"figure {block.index}: {reason(e)}")
                 continue
             work.figures_pending += 1
             self.ctx.internal.append(Request("figure", work, prepared, block))
@@ -214,6 +257,7 @@ class Runner:
         from deepocr_cli.outputs.figures import classify_figure_answer
 
         assert req.block is not None
+        enter("figures", req.work.doc.src.path)
         req.block.figure = classify_figure_answer(res.text, truncated=res.truncated)
         req.work.figures_pending -= 1
         if req.work.figures_pending == 0:

@@ -75,7 +75,11 @@ def is_up_to_date(json_path: Path, key: str) -> bool:
     except (OSError, ValueError):
         return False
     settings = data.get("settings") if isinstance(data, dict) else None
-    return isinstance(settings, dict) and settings.get("state_key") == key
+    if not (isinstance(settings, dict) and settings.get("state_key") == key):
+        return False
+    # A document with failed pages (a fault, a page that did not render) is retried, never "up to date".
+    pages = data.get("pages")
+    return not (isinstance(pages, list) and any(isinstance(p, dict) and p.get("error") for p in pages))
 
 
 def partial_path(json_path: Path) -> Path:
@@ -93,7 +97,8 @@ class PartialPages:
     def load(self) -> dict[int, PageResult]:
         """Pages finished by an earlier run with the same key (empty if none or another key)."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # surrogateescape: crop paths of a source with a non-UTF-8 name keep its bytes
+            lines = self.path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         except OSError:
             return {}
         pages: dict[int, PageResult] = {}
@@ -114,7 +119,7 @@ class PartialPages:
         """(Re)write the file with its header and the pages kept from an earlier run."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with tmp.open("w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(json.dumps({"state_key": self.key}) + "\n")
             for page in keep:
                 f.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")
@@ -124,7 +129,7 @@ class PartialPages:
 
     def append(self, page: PageResult) -> None:
         """Record one finished page durably."""
-        with self.path.open("a", encoding="utf-8") as f:
+        with self.path.open("a", encoding="utf-8", errors="surrogateescape") as f:
             f.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
