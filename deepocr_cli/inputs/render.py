@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
 import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepocr_cli.boundary import enter
 from deepocr_cli.errors import InputError
 from deepocr_cli.inputs.discover import SNIFF_BYTES, DocKind, SourceDoc, sniff_kind
+from deepocr_cli.inputs.imaging import cap_size, check_pixel_cap, os_reason, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ DEFAULT_MAX_PIXELS = 16_000_000
 DEFAULT_MAX_IMAGE_PIXELS = 300_000_000
 #: Zoom used when a PDF page is rendered without a target size: 144 dpi, as the official runner renders.
 DEFAULT_PDF_ZOOM = 2.0
-_WHITE = (255, 255, 255)
 
 # MuPDF keeps global state (the resource store, warnings) and PyMuPDF is not thread-safe, while the pipeline
 # renders in background threads; every MuPDF call in this module holds this lock.
@@ -69,68 +67,6 @@ def _is_utf8(path: Path) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _cap_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
-    """Shrink (w, h) keeping the aspect so that w*h <= max_pixels."""
-    if w * h <= max_pixels:
-        return w, h
-    scale = math.sqrt(max_pixels / (w * h))
-    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
-
-
-def _check_bomb(w: int, h: int, limit: int | None) -> None:
-    """Refuse images over ``limit`` pixels before decoding them (Pillow's own guard is replaced by this one)."""
-    if limit and w * h > limit:
-        raise InputError(
-            f"image too large (decompression-bomb guard): {w}x{h} = {w * h:,} pixels exceeds "
-            f"the cap of {limit:,} (--max-image-pixels)"
-        )
-
-
-def _os_reason(e: OSError) -> str:
-    if isinstance(e, FileNotFoundError):
-        return "file vanished (no longer exists)"
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, IsADirectoryError):
-        return "is a directory"
-    return str(e.strerror or e)
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, flattening transparency on white.
-
-    Handles palette (with or without transparency), 1-bit, L/LA, RGBA, CMYK, YCbCr and 16/32-bit integer or
-    float grayscale (scaled, not clipped, to 8 bits).
-
-    Args:
-        im: a loaded (or lazily opened) image.
-
-    Returns:
-        An RGB image, ``im`` itself when it already is RGB without transparency.
-    """
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        a = np.asarray(im)
-        if mode == "F":
-            a = a.astype(np.float64)
-            top = 1.0 if np.nanmax(a, initial=0.0) <= 1.0 else 255.0  # float images are 0..1 or 0..255
-            a8 = np.clip(np.nan_to_num(a) * (255.0 / top), 0, 255).astype(np.uint8)
-        else:
-            a = a.astype(np.int64)
-            # 16-bit data (I;16*, or mode I as Pillow opens 16-bit PNGs) spans 0..65535; scale it to 0..255.
-            top = 65535 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255
-            a8 = (np.clip(a, 0, top) * 255 // top).astype(np.uint8)
-        return Image.fromarray(a8, "L").convert("RGB")
-    if mode == "RGB" and "transparency" not in im.info:
-        return im
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*_WHITE, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return im.convert("RGB")
 
 
 class DocumentReader:
@@ -271,7 +207,8 @@ class DocumentReader:
                 raise InputError(f"page {index + 1}: empty page box {tuple(rect)}")
             if size is None:
                 size = (round(rect.width * DEFAULT_PDF_ZOOM), round(rect.height * DEFAULT_PDF_ZOOM))
-            w, h = _cap_size(*size, max_pixels)
+            w, h = cap_size(*size, max_pixels)
+            self._check_embedded_images(page, index)
             matrix = pymupdf.Matrix(w / rect.width, h / rect.height)
             try:
                 # alpha=False renders on an opaque white background, so transparency is flattened on white.
@@ -286,6 +223,22 @@ class DocumentReader:
             im = im.resize((w, h), Image.Resampling.BICUBIC)
         return im
 
+    def _check_embedded_images(self, page: Any, index: int) -> None:
+        """Refuse a page whose images declare more pixels than the cap: MuPDF decodes an image whole before
+        scaling it, so a 1 MB PDF declaring a 30,000 x 30,000 image costs gigabytes and seconds per page."""
+        if not self.max_image_pixels:
+            return
+        try:
+            images = page.get_images(full=False)
+        except Exception:  # noqa: BLE001 - a broken resource dictionary shows up when rendering
+            return
+        for img in images:
+            w, h = int(img[2]), int(img[3])
+            if w * h > self.max_image_pixels:
+                raise InputError(f"page {index + 1}: embedded image too large (decompression-bomb guard): "
+                                 f"{w}x{h} = {w * h:,} pixels exceeds the cap of {self.max_image_pixels:,} "
+                                 "(--max-image-pixels)")
+
     def _render_image(self, index: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
         self._check_index(index)
         where = f"page {index + 1}: " if self.page_count > 1 else ""
@@ -293,8 +246,8 @@ class DocumentReader:
             with Image.open(self.path) as im:
                 if index:
                     im.seek(index)
-                _check_bomb(*im.size, self.max_image_pixels)  # the file may have been replaced since it was opened
-                target = _cap_size(*(size or self._sizes[index]), max_pixels)
+                check_pixel_cap(*im.size, self.max_image_pixels)  # the file may have been replaced since it was opened
+                target = cap_size(*(size or self._sizes[index]), max_pixels)
                 # JPEG can decode at 1/2..1/8 scale: much faster for big photos rendered small.
                 swapped = self._sizes[index] != im.size and self._sizes[index] == im.size[::-1]
                 im.draft(None, target[::-1] if swapped else target)
@@ -305,7 +258,7 @@ class DocumentReader:
         except InputError as e:
             raise InputError(f"{where}{e}") from e
         except OSError as e:  # FileNotFoundError, PermissionError, "image file is truncated", decoder errors
-            raise InputError(f"{where}cannot read image: {_os_reason(e)}") from e
+            raise InputError(f"{where}cannot read image: {os_reason(e)}") from e
         except (ValueError, EOFError) as e:
             raise InputError(f"{where}cannot decode image: {e}") from e
         if out.size != target:
@@ -342,7 +295,7 @@ def _open_pdf(path: Path) -> DocumentReader:
         except pymupdf.EmptyFileError as e:
             raise InputError("empty file (0 bytes)") from e
         except (OSError, pymupdf.FileNotFoundError) as e:  # pymupdf's own FileNotFoundError is no OSError
-            raise InputError(_os_reason(e if isinstance(e, OSError) else FileNotFoundError())) from e
+            raise InputError(os_reason(e if isinstance(e, OSError) else FileNotFoundError())) from e
         except Exception as e:  # MuPDF's message names the file, which the caller already reports
             log.debug("MuPDF cannot open %r: %s", path, e)
             raise InputError("corrupt or truncated PDF: MuPDF cannot open it") from e
@@ -394,7 +347,7 @@ def _open_image(path: Path, max_image_pixels: int | None) -> DocumentReader:
                 if i:
                     im.seek(i)
                 w, h = im.size
-                _check_bomb(w, h, max_image_pixels)
+                check_pixel_cap(w, h, max_image_pixels)
                 orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 5..8 swap the axes
                 sizes.append((h, w) if orientation in (5, 6, 7, 8) else (w, h))
     except Image.DecompressionBombError as e:
@@ -402,7 +355,7 @@ def _open_image(path: Path, max_image_pixels: int | None) -> DocumentReader:
     except UnidentifiedImageError as e:
         raise InputError("unsupported or corrupt image") from e
     except OSError as e:
-        raise InputError(_os_reason(e)) from e
+        raise InputError(os_reason(e)) from e
     except (ValueError, EOFError, SyntaxError) as e:
         raise InputError(f"corrupt image: {e}") from e
     return DocumentReader(path, DocKind.IMAGE, n, sizes=sizes, max_image_pixels=max_image_pixels)
@@ -433,11 +386,13 @@ def open_document(doc: SourceDoc | Path, max_image_pixels: int | None = DEFAULT_
             raise InputError("empty file (0 bytes)")
         kind = doc.kind if isinstance(doc, SourceDoc) else sniff_kind(path)
     except OSError as e:
-        raise InputError(_os_reason(e)) from e
+        raise InputError(os_reason(e)) from e
     if kind is None:
         raise InputError("not a PDF or a supported image (PNG, JPEG, TIFF, WebP, BMP)")
     if kind is DocKind.PDF:
-        return _open_pdf(path)
+        reader = _open_pdf(path)
+        reader.max_image_pixels = max_image_pixels
+        return reader
     return _open_image(path, max_image_pixels)
 
 
