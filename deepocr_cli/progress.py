@@ -62,7 +62,7 @@ class CliReporter(Reporter):
         if self._progress is not None:
             self._progress.update(self._pages_task, total=self._total_pages)
         elif not self.quiet:
-            log.info("converting %s (%d page%s)", source, pages, "" if pages == 1 else "s")
+            log.info("converting %s (%d page%s)", show_path(source), pages, "" if pages == 1 else "s")
 
     def page_done(self, source: str, page: PageResult) -> None:
         self.pages += 1

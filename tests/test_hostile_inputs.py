@@ -235,3 +235,22 @@ def _run_cli(docs: Path, ckpt: Path, env: dict, work: Path, as_root: bool) -> su
         capture_output=True, text=True, env=env, timeout=300, cwd=work,
         **({"user": 65534, "group": 65534, "extra_groups": []} if as_root else {}),
     )
+
+
+def test_a_big_scan_converts_quietly_and_the_cap_refuses_bigger(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    """A 600-dpi A2 scan class image (90 MP, over Pillow's own 89.5 MP bomb limit) converts, decoded reduced,
+    with nothing on stderr under -q; --max-image-pixels below its size refuses it with a one-line reason."""
+    docs = tmp_path / "scans"
+    docs.mkdir()
+    Image.new("L", (9_000, 10_000), 255).save(docs / "a2-scan.jpg", quality=40)
+    args = ["convert", str(docs), "--model", str(scripted_checkpoint), "--max-new-tokens", "32", "--mode", "tiny"]
+    quiet = CliRunner().invoke(app, [*args, "-q"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""  # no DecompressionBombWarning, no MuPDF chatter, no log lines
+    assert json.loads((docs / "a2-scan.json").read_text())["pages"][0]["error"] is None
+    capped = CliRunner().invoke(app, [*args, "--force", "--json", "--max-image-pixels", "50000000"])
+    assert capped.exit_code == 3
+    (f,) = json.loads(capped.stdout)["files"]
+    assert f["status"] == "failed" and f["reason"] == (
+        "image too large (decompression-bomb guard): 9000x10000 = 90,000,000 pixels exceeds the cap of "
+        "50,000,000 (--max-image-pixels)")
