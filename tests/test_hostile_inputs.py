@@ -80,6 +80,14 @@ def bomb_pdf(side: int = 20_000) -> bytes:
     ])
 
 
+def truncated_before_page_2(pdf: bytes) -> bytes:
+    """The file cut where page 2's object starts: page 1 is whole, page 2 and the xref are gone."""
+    doc = pymupdf.open(stream=pdf)
+    xref = doc[1].xref
+    doc.close()
+    return pdf[: pdf.index(b"\n%d 0 obj" % xref) + 1]
+
+
 def png_bytes() -> bytes:
     import io
 
@@ -97,7 +105,7 @@ def make_tree(root: Path) -> Path:
     (root / "good.png").write_bytes(png_bytes())
     (root / "count.pdf").write_bytes(re.sub(rb"/Count 2\b", b"/Count 999999", good))
     (root / "cycle.pdf").write_bytes(cycle_pdf())
-    (root / "truncated.pdf").write_bytes(good[: len(good) // 2])
+    (root / "truncated.pdf").write_bytes(truncated_before_page_2(good))
     (root / "stub.pdf").write_bytes(good[:200])
     (root / "xref.pdf").write_bytes(good.replace(b"xref", b"xxxx").replace(b"startxref", b"startxxxx"))
     (root / "huge-page.pdf").write_bytes(pdf_bytes(1, 20_000, 20_000))
