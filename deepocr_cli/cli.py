@@ -17,6 +17,7 @@ import typer
 from deepocr_cli import __version__
 from deepocr_cli.errors import DeepOcrError, ExitCode
 from deepocr_cli.options import AUTO, ConvertOptions, default_model
+from deepocr_cli.outputs.formats import FORMATS
 
 log = logging.getLogger("deepocr")
 
@@ -41,6 +42,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+FORMATS_HELP = ", ".join(f"{f.name} (NAME{f.suffix})" for f in FORMATS.values())
 MODES_HELP = "auto, tiny (64 vision tokens), small (100), base (256), large (400), gundam (256 + 100 per tile)"
 
 
@@ -137,7 +139,7 @@ def convert(
     include: Annotated[list[str] | None, typer.Option(help="Only files matching this glob (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Write here, mirroring the input tree (default: next to each source).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Outputs to write: md, json or md,json.")] = "md,json",
+    fmt: Annotated[str, typer.Option("--format", help=f"Outputs to write, a comma list of {FORMATS_HELP}.")] = "md,json",
     force: Annotated[bool, typer.Option(help="Reconvert even if outputs are up to date.")] = False,
     task: Annotated[str, typer.Option(help="markdown (layout blocks with boxes) or free (plain OCR).")] = "markdown",
     max_new_tokens: Annotated[int, typer.Option(help="Generation limit per page; a page that hits it is flagged truncated.")] = 8192,
@@ -159,8 +161,10 @@ def convert(
 
     Each page gets a resolution mode (a vision-token budget); with `--mode auto` (the default) the
     cheapest mode that keeps the page's text-to-vision-token ratio under --max-compression is chosen
-    from its text density. Outputs: NAME.md, NAME.json and NAME_images/ (figure crops). Up-to-date
-    outputs are skipped; an interrupted run resumes where it stopped.
+    from its text density. Outputs: NAME.md, NAME.json and NAME_images/ (figure crops) by default;
+    --format adds a searchable PDF, ALTO XML, plain text or an HTML review page. Up-to-date outputs
+    are skipped (a requested output that is missing is rebuilt from the stored JSON, without the
+    model); an interrupted run resumes where it stopped.
     """
     _setup_logging(verbose, quiet)
     _sigterm_as_interrupt()

@@ -17,7 +17,7 @@ PKG = Path(__file__).resolve().parent.parent / "deepocr_cli"
 ALLOWED = {
     "inputs": set(),
     "planning": {"inputs"},
-    "outputs": {"planning"},
+    "outputs": {"planning", "inputs"},  # renderers of pdf/html read the source again (inputs.render)
     "model": {"planning"},
     "engine": {"model", "planning"},
     "run": {"inputs", "planning", "outputs", "model", "engine"},

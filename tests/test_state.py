@@ -75,7 +75,7 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "huge"}, {"task": "poem"}, {"formats": ("pdf",)}, {"formats": ()}, {"max_tiles": 10},
+    [{"mode": "huge"}, {"task": "poem"}, {"formats": ("docx",)}, {"formats": ()}, {"max_tiles": 10},
      {"batch_size": 0}, {"min_mode": "large", "max_mode": "small"}, {"max_new_tokens": 0}],
 )
 def test_invalid_options_are_usage_errors(kwargs: dict) -> None:

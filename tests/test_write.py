@@ -289,4 +289,4 @@ def test_write_document_formats(tmp_path: Path) -> None:
     assert not paths.markdown.exists()
     assert json.loads(paths.json.read_text(encoding="utf-8"))["schema_version"] == SCHEMA_VERSION
     with pytest.raises(ValueError, match="unknown output format"):
-        write_document(doc, paths, formats=["md", "html"])
+        write_document(doc, paths, formats=["md", "docx"])

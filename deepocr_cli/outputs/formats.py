@@ -7,6 +7,7 @@ of its own and `register` it here.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Callable, Collection
@@ -66,8 +67,26 @@ def _json_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
     return (escape_surrogates(json.dumps(render_json(doc), ensure_ascii=False, indent=2)) + "\n").encode("utf-8")
 
 
+def _lazy(module: str, name: str) -> Callable[[DocResult, OutputPaths], bytes]:
+    """A renderer imported on first use, so `--help` and the md/json path never load what pdf or html need."""
+
+    def render(doc: DocResult, paths: OutputPaths) -> bytes:
+        return getattr(importlib.import_module(module), name)(doc, paths)
+
+    render.__name__ = name
+    return render
+
+
 register(Format("md", ".md", _markdown_bytes, "Markdown: the page contents in reading order"))
 register(Format("json", ".json", _json_bytes, "JSON: blocks with boxes, tables, figures, per-page metadata"))
+register(Format("pdf", ".ocr.pdf", _lazy("deepocr_cli.outputs.pdf", "render_pdf"),
+                "searchable PDF: the original pages with an invisible text layer"))  # fmt: skip
+register(Format("alto", ".alto.xml", _lazy("deepocr_cli.outputs.alto", "render_alto"),
+                "ALTO 4.4 XML: page layout and text for library systems (METS/ALTO)"))  # fmt: skip
+register(Format("txt", ".txt", _lazy("deepocr_cli.outputs.txt", "render_txt"),
+                "plain text in reading order, pages separated by form feeds"))  # fmt: skip
+register(Format("html", ".html", _lazy("deepocr_cli.outputs.html", "render_html"),
+                "review page: page images with numbered block boxes beside the text"))  # fmt: skip
 
 
 def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] = DEFAULT_FORMATS) -> list[Path]:
@@ -88,11 +107,11 @@ def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] 
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
-    written: list[Path] = []
-    for fmt in FORMATS.values():
-        if fmt.name in formats:
-            path = fmt.path(paths)
-            atomic_write_bytes(path, fmt.render(doc, paths))
-            written.append(path)
+    # JSON first: it holds the state key, and every other output of the same write is then no older than it,
+    # which is how an up-to-date check tells a current output from one an earlier run left (run.state).
+    order = sorted((f for f in FORMATS.values() if f.name in formats), key=lambda f: f.name != "json")
+    for fmt in order:
+        atomic_write_bytes(fmt.path(paths), fmt.render(doc, paths))
+    written = [f.path(paths) for f in FORMATS.values() if f.name in formats]
     log.debug("wrote %s", ", ".join(str(p) for p in written))
     return written

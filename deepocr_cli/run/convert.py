@@ -13,15 +13,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli.boundary import enter, is_run_level, reason
-from deepocr_cli.errors import NoInputError, OutputError, UsageError
+from deepocr_cli.boundary import enter, is_run_level
+from deepocr_cli.boundary import reason as reason_for
+from deepocr_cli.errors import InputError, NoInputError, OutputError, UsageError
 from deepocr_cli.inputs.discover import SourceDoc, find_documents
 from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.paths import OutputPaths, output_paths, path_hash
+from deepocr_cli.outputs.stored import load_stored
 from deepocr_cli.run.jobs import Doc
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
 from deepocr_cli.run.runner import Runner
-from deepocr_cli.run.state import is_up_to_date, sha256_file, state_key
+from deepocr_cli.run.state import sha256_file, stale_outputs, state_key
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +72,11 @@ def convert(
         except Exception as e:
             if is_run_level(e):
                 raise
-            file_failed(report, reporter, str(src.path), f"unreadable: {reason(e)}")
+            file_failed(report, reporter, str(src.path), f"unreadable: {reason_for(e)}")
             continue
         doc = Doc(src, paths_, sha, state_key(sha, model_info, settings))
-        if not options.force and not options.stdout and is_up_to_date(paths_.json, doc.key):
-            fr = FileReport(str(src.path), "skipped", "up to date")
-            report.files.append(fr)
-            reporter.doc_done(fr)
+        stale = None if options.force or options.stdout else stale_outputs(paths_, doc.key, options.formats)
+        if stale is not None and _refresh_outputs(doc, stale, report, reporter):
             continue
         todo.append(doc)
 
@@ -84,6 +85,30 @@ def convert(
         Runner(engine, options, reporter, report, model_info, settings).run(todo)
     report.wall_s = time.perf_counter() - start
     return report
+
+
+def _refresh_outputs(doc: Doc, stale: list[str], report: RunReport, reporter: Reporter) -> bool:
+    """Skip a document whose JSON is current, first rebuilding from that JSON (no model) any requested output
+    that is missing or older than it. False when the stored JSON cannot be used: the document is converted."""
+    reason = "up to date"
+    outputs: list[str] = []
+    if stale:
+        try:
+            written = write_document(load_stored(doc.paths.json, doc.src.path), doc.paths, stale)
+        except OutputError as e:
+            fr = FileReport(str(doc.src.path), "failed", str(e), output_error=True)
+            report.files.append(fr)
+            reporter.doc_done(fr)
+            return True
+        except (InputError, OSError, ValueError, KeyError, TypeError) as e:
+            log.info("%s: cannot rebuild %s from the stored JSON (%s); converting again", doc.src.path, stale, e)
+            return False
+        outputs = [str(p) for p in written]
+        reason = f"up to date; rebuilt {', '.join(stale)} from the stored JSON"
+    fr = FileReport(str(doc.src.path), "skipped", reason, outputs=outputs)
+    report.files.append(fr)
+    reporter.doc_done(fr)
+    return True
 
 
 def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:

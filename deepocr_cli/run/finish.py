@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from deepocr_cli.boundary import enter, is_run_level, reason
-from deepocr_cli.errors import OutputError
+from deepocr_cli.errors import InputError, OutputError
 from deepocr_cli.outputs.crops import render_molecule_images, save_page_crops
 from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.markdown import render_markdown
@@ -14,6 +14,7 @@ from deepocr_cli.outputs.results import PageError
 from deepocr_cli.planning import rates
 from deepocr_cli.run.jobs import Doc, Page, RunContext
 from deepocr_cli.run.report import FileReport
+from deepocr_cli.run.state import is_up_to_date
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,15 @@ def maybe_finish_doc(ctx: RunContext, doc: Doc) -> None:
     except (OutputError, OSError) as e:
         text = str(e) if isinstance(e, OutputError) else f"output not writable: {e.strerror or e}"
         fr.status, fr.reason, fr.output_error = "failed", text, True
+    except InputError as e:  # pdf and html read the source again: it vanished or changed since it was read
+        fr.status, fr.reason = "failed", f"outputs not all written: {e}"
     except Exception as e:
         if is_run_level(e):
             raise
         log.debug("writing %r failed", doc.src.path, exc_info=True)
         fr.status, fr.reason = "failed", f"outputs not written: {reason(e)}"
+    if fr.status == "failed" and doc.partial is not None and is_up_to_date(doc.paths.json, doc.key):
+        doc.partial.remove()  # the JSON (written first) holds every page: a rerun rebuilds the rest from it
     if doc.lock is not None:
         doc.lock.release()
         doc.lock = None

@@ -23,7 +23,7 @@ from deepocr_cli.outputs.paths import source_path_for
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
-from deepocr_cli.run.state import DocumentLock, PartialPages, is_up_to_date, partial_path
+from deepocr_cli.run.state import DocumentLock, PartialPages, partial_path, stale_outputs
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Producer:
             self.put(("busy", doc))
             return
         doc.lock = lock
-        if not opt.force and not opt.stdout and is_up_to_date(doc.paths.json, doc.key):
+        if not opt.force and not opt.stdout and stale_outputs(doc.paths, doc.key, opt.formats) == []:
             lock.release()  # finished by another run while we waited
             self.put(("uptodate", doc))
             return

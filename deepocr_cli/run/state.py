@@ -12,9 +12,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
+from deepocr_cli.outputs.formats import FORMATS
+from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.results import PageResult
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,36 @@ def is_up_to_date(json_path: Path, key: str) -> bool:
     # A document with failed pages (a fault, a page that did not render) is retried, never "up to date".
     pages = data.get("pages")
     return not (isinstance(pages, list) and any(isinstance(p, dict) and p.get("error") for p in pages))
+
+
+def stale_outputs(paths: OutputPaths, key: str, formats: Collection[str]) -> list[str] | None:
+    """Which requested outputs of a document need writing again, when its JSON is current.
+
+    The JSON records the state key; `write_document` writes it first, so every other output of the same write
+    is no older than it. An output that is missing, or older than the JSON (left by an earlier run with other
+    settings), is stale.
+
+    Returns:
+        None when the JSON is missing or carries another key (the document must be converted again); else the
+        names of the requested formats to rewrite, in registry order (empty: everything is up to date).
+    """
+    if not is_up_to_date(paths.json, key):
+        return None
+    try:
+        json_mtime = paths.json.stat().st_mtime_ns
+    except OSError:
+        return None
+    stale = []
+    for name in formats:
+        if name == "json":
+            continue
+        try:
+            fresh = FORMATS[name].path(paths).stat().st_mtime_ns >= json_mtime
+        except OSError:
+            fresh = False
+        if not fresh:
+            stale.append(name)
+    return [n for n in FORMATS if n in stale]
 
 
 def partial_path(json_path: Path) -> Path:
