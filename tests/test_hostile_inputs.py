@@ -65,6 +65,14 @@ def cycle_pdf() -> bytes:
                      _stream(b"0 0 0 rg 72 600 300 100 re f")])
 
 
+def lost_contents_pdf() -> bytes:
+    """Page 1 draws a box; page 2's /Contents points at an object the file does not have."""
+    box = _stream(b"0 0 0 rg 72 600 300 100 re f")
+    return hand_pdf([b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[3 0 R 4 0 R]/Count 2>>",
+                     b"<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]/Contents 5 0 R/Resources<<>>>>",
+                     b"<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]/Contents 9 0 R/Resources<<>>>>", box])
+
+
 def bomb_pdf(side: int = 20_000) -> bytes:
     """One page showing a side x side grey image (400 MP by default) that compresses to a few hundred KB."""
     z = zlib.compressobj(9)
@@ -107,6 +115,7 @@ def make_tree(root: Path) -> Path:
     (root / "cycle.pdf").write_bytes(cycle_pdf())
     (root / "truncated.pdf").write_bytes(truncated_before_page_2(good))
     (root / "stub.pdf").write_bytes(good[:200])
+    (root / "lost-contents.pdf").write_bytes(lost_contents_pdf())
     (root / "xref.pdf").write_bytes(good.replace(b"xref", b"xxxx").replace(b"startxref", b"startxxxx"))
     (root / "huge-page.pdf").write_bytes(pdf_bytes(1, 20_000, 20_000))
     (root / "bomb.pdf").write_bytes(bomb_pdf())
@@ -163,6 +172,7 @@ def test_the_batch_goes_on_and_exits_3(converted: dict[str, Any]) -> None:
     ("bomb.pdf", "failed", r"p1: page 1: embedded image too large \(decompression-bomb guard\): 20000x20000"),
     ("cycle.pdf", "partial", r"p2: page 2: cannot read page: .*cycle"),
     ("truncated.pdf", "partial", r"p2: page 2: page object missing \(damaged PDF\)"),
+    ("lost-contents.pdf", "partial", r"p2: page 2: page content stream missing \(damaged PDF\); it would render blank"),
 ])
 def test_each_hostile_file_is_its_own_failure(converted: dict[str, Any], name: str, status: str, reason: str) -> None:
     f = converted["files"][name]

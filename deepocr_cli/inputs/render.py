@@ -55,10 +55,19 @@ def _mupdf_messages() -> list[str]:
     return out
 
 
-def _page_missing(doc: Any, page: Any) -> bool:
-    """A page whose object is gone (truncated file, damaged page tree): MuPDF substitutes a blank page for it."""
-    xref = page.xref
-    return xref <= 0 or xref >= doc.xref_length()
+def _page_damage(doc: Any, page: Any) -> str:
+    """Why a page would render blank because the file lost part of it ("" if it is whole): its page object or a
+    content stream is gone (a truncated file, a damaged page tree); MuPDF substitutes an empty page for it."""
+    n = doc.xref_length()
+    if not 0 < page.xref < n:
+        return "page object missing"
+    try:
+        contents = page.get_contents()
+    except Exception as e:  # noqa: BLE001 - an unreadable /Contents is damage too
+        return f"page contents unreadable ({e})"
+    if any(not 0 < c < n or not doc.xref_is_stream(c) for c in contents):
+        return "page content stream missing"
+    return ""
 
 
 def _is_utf8(path: Path) -> bool:
@@ -142,8 +151,9 @@ class DocumentReader:
             raise InputError(f"page {index + 1}: cannot read page: {e}") from e
         finally:
             self._note(index)
-        if _page_missing(self._pdf, page):
-            raise InputError(f"page {index + 1}: page object missing (damaged PDF); it would render blank")
+        damage = _page_damage(self._pdf, page)
+        if damage:
+            raise InputError(f"page {index + 1}: {damage} (damaged PDF); it would render blank")
         return page
 
     def page_size(self, index: int) -> tuple[float, float]:
@@ -316,8 +326,9 @@ def _open_pdf(path: Path) -> DocumentReader:
             first_error: Exception | None = None
             for i in range(n):  # usually stops at page 0; a corrupt file may have no loadable page at all
                 try:
-                    if _page_missing(doc, doc.load_page(i)):
-                        raise InputError("page object missing")
+                    damage = _page_damage(doc, doc.load_page(i))
+                    if damage:
+                        raise InputError(damage)
                     break
                 except Exception as e:
                     first_error = first_error or e

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from deepocr_cli.errors import InputError, NoInputError
+from deepocr_cli.boundary import is_run_level, reason
+from deepocr_cli.errors import NoInputError
 from deepocr_cli.inputs.discover import find_documents
 from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_ranges
 from deepocr_cli.options import ConvertOptions
@@ -69,7 +70,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
         entry: dict = {"source": str(src.path), "error": None, "pages": []}
         files.append(entry)
         try:
-            with open_document(src) as reader:
+            with open_document(src, max_image_pixels=options.max_image_pixels) as reader:
                 wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
                           else range(reader.page_count))
                 for i in wanted:
@@ -85,8 +86,10 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
                     for m in MODE_ORDER:
                         totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
                                                              options.max_tiles)
-        except (InputError, ValueError) as e:
-            entry["error"] = str(e)
+        except Exception as e:  # one document's failure is that document's (boundary.py)
+            if is_run_level(e):
+                raise
+            entry["error"] = str(e) if isinstance(e, ValueError) else reason(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
     return {"max_compression": options.max_compression, "files": files,
