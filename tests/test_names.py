@@ -89,9 +89,9 @@ def test_odd_names_and_junk_headers_convert_round_trip_and_skip_on_rerun(
     assert '"path": "caf\\udce9.pdf"' in (odd_tree / os.fsdecode(b"caf\xe9.json")).read_text("utf-8")  # the escape rule
     # junk before %PDF-: read as the PDF it is
     assert json.loads((odd_tree / "mailed.json").read_text())["pages"][0]["error"] is None
-    # the Markdown's image links name the crop folder with the source's bytes
+    # the Markdown stays UTF-8; its image links percent-encode the crop folder's bytes
     md = (odd_tree / LATIN1_PDF).with_suffix(".md").read_bytes()
-    assert b"](caf\xe9_images/p001_00.jpg)" in md and (odd_tree / os.fsdecode(b"caf\xe9_images/p001_00.jpg")).is_file()
+    assert "](caf%E9_images/p001_00.jpg)" in md.decode("utf-8") and (odd_tree / os.fsdecode(b"caf\xe9_images/p001_00.jpg")).is_file()
     assert not [n for n in names if n.endswith(b".tmp")]
 
     again = convert(scripted_checkpoint, str(odd_tree))
@@ -129,3 +129,18 @@ def test_same_name_in_two_folders_maps_the_same_whatever_the_order(scripted_chec
         assert json.loads((out2 / n).read_text())["source"]["path"] == json.loads((out1 / n).read_text())["source"]["path"]
     rerun = convert(scripted_checkpoint, a, b, "-o", str(out1))
     assert set(statuses(rerun).values()) == {"skipped"}
+
+
+def test_every_format_is_written_for_a_non_utf8_name(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    """pdf reopens the source (by its bytes), alto/html/txt are UTF-8: the name's bytes are %XX there."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / LATIN1_PDF).write_bytes(pdf_bytes("Cafe"))
+    fmt = ["--format", "md,json,pdf,alto,txt,html", "-o", str(tmp_path / "out")]  # out: x.ocr.pdf is no input
+    first = convert(scripted_checkpoint, str(tmp_path / "in"), *fmt)
+    assert first.exit_code == 0, first.output
+    names = set(os.listdir(os.fsencode(tmp_path / "out")))
+    for suffix in (b".md", b".json", b".ocr.pdf", b".alto.xml", b".txt", b".html"):
+        assert b"caf\xe9" + suffix in names
+    assert "caf%E9.pdf" in (tmp_path / "out" / os.fsdecode(b"caf\xe9.alto.xml")).read_bytes().decode("utf-8")
+    again = convert(scripted_checkpoint, str(tmp_path / "in"), *fmt)
+    assert set(statuses(again).values()) == {"skipped"}

@@ -287,21 +287,28 @@ def _pdf_header_offset(path: Path) -> int:
     return max(at, 0)
 
 
+def open_pdf_file(path: Path) -> Any:
+    """``pymupdf.open`` for a PDF by content, whatever its name: a name that is not valid UTF-8 (Latin-1 bytes from
+    an old file server) cannot be passed to MuPDF as a string, and a file with junk before its header is handed
+    over from ``%PDF-`` on; both are read into memory and opened from the bytes.
+
+    Raises:
+        OSError: the file cannot be read. MuPDF's own exceptions: it is not a PDF MuPDF can open.
+    """
+    offset = _pdf_header_offset(path)
+    if offset or not _is_utf8(path):
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+        return pymupdf.open(stream=data, filetype="pdf")
+    return pymupdf.open(path, filetype="pdf")
+
+
 def _open_pdf(path: Path) -> DocumentReader:
     with _MUPDF_LOCK:
         _mupdf_messages()  # drop messages left by another document
         try:
-            # filetype="pdf": the content decided the kind, not the extension. A name that is not valid UTF-8
-            # (Latin-1 bytes from an old file server) cannot be passed to MuPDF as a string: hand it the bytes.
-            # So does a file with junk before its header: MuPDF gets the stream from ``%PDF-`` on.
-            offset = _pdf_header_offset(path)
-            if offset or not _is_utf8(path):
-                with path.open("rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-                doc = pymupdf.open(stream=data, filetype="pdf")
-            else:
-                doc = pymupdf.open(path, filetype="pdf")
+            doc = open_pdf_file(path)  # filetype="pdf": the content decided the kind, not the extension
         except pymupdf.EmptyFileError as e:
             raise InputError("empty file (0 bytes)") from e
         except (OSError, pymupdf.FileNotFoundError) as e:  # pymupdf's own FileNotFoundError is no OSError

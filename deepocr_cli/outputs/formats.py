@@ -7,6 +7,7 @@ of its own and `register` it here.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 from deepocr_cli.outputs.atomic import atomic_write_bytes
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import render_markdown
-from deepocr_cli.outputs.paths import OutputPaths, escape_surrogates
+from deepocr_cli.outputs.paths import OutputPaths, escape_surrogates, percent_escape_surrogates
 from deepocr_cli.outputs.results import DocResult
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def register(fmt: Format) -> Format:
 
 
 def _markdown_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
-    # surrogateescape: image links of a source with a non-UTF-8 name keep the bytes of its crops' folder
-    return render_markdown(doc).encode("utf-8", "surrogateescape")
+    # image links of a source with a non-UTF-8 name: its undecodable bytes percent-encoded, the file stays UTF-8
+    return percent_escape_surrogates(render_markdown(doc)).encode("utf-8")
 
 
 def _json_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
@@ -89,6 +90,23 @@ register(Format("html", ".html", _lazy("deepocr_cli.outputs.html", "render_html"
                 "review page: page images with numbered block boxes beside the text"))  # fmt: skip
 
 
+def _names_percent_escaped(doc: DocResult) -> DocResult:
+    """``doc`` itself, or, for a source with a non-UTF-8 name, a copy whose file names (source path, crop links)
+    carry the undecodable bytes as ``%XX``, so that the UTF-8 formats can be written (JSON escapes them itself)."""
+    def names(d: DocResult) -> list[str]:
+        return [d.source_rel, *(p for page in d.pages for b in page.blocks for p in [b.image_path or "", *b.image_paths])]
+
+    if all(percent_escape_surrogates(n) == n for n in names(doc)):
+        return doc
+    out = copy.deepcopy(doc)
+    out.source_rel = percent_escape_surrogates(out.source_rel)
+    for page in out.pages:
+        for b in page.blocks:
+            b.image_path = percent_escape_surrogates(b.image_path) if b.image_path else b.image_path
+            b.image_paths = [percent_escape_surrogates(p) for p in b.image_paths]
+    return out
+
+
 def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] = DEFAULT_FORMATS) -> list[Path]:
     """Write the document in the requested formats, each atomically (crops are saved by `save_page_crops`).
 
@@ -110,8 +128,9 @@ def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] 
     # JSON first: it holds the state key, and every other output of the same write is then no older than it,
     # which is how an up-to-date check tells a current output from one an earlier run left (run.state).
     order = sorted((f for f in FORMATS.values() if f.name in formats), key=lambda f: f.name != "json")
+    text_doc = _names_percent_escaped(doc)
     for fmt in order:
-        atomic_write_bytes(fmt.path(paths), fmt.render(doc, paths))
+        atomic_write_bytes(fmt.path(paths), fmt.render(doc if fmt.name == "json" else text_doc, paths))
     written = [f.path(paths) for f in FORMATS.values() if f.name in formats]
     log.debug("wrote %s", ", ".join(str(p) for p in written))
     return written

@@ -53,6 +53,15 @@ def source_path_for(src: Any, paths: OutputPaths) -> str:
     return Path(os.path.relpath(src.root / src.rel, paths.json.parent)).as_posix()
 
 
+def percent_escape_surrogates(text: str) -> str:
+    """Markdown text with the undecodable bytes of non-UTF-8 names (in image links) written ``%XX``.
+
+    The file stays valid UTF-8, and a link's percent-decoded bytes are the crop folder's real name
+    (``caf%E9_images/p001_00.jpg`` for ``caf\\xe9_images``).
+    """
+    return _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", text)
+
+
 def escape_surrogates(text: str) -> str:
     """JSON text with the undecodable bytes of non-UTF-8 names written as ``\\udcXX`` escapes.
 

@@ -65,7 +65,7 @@ def convert(
     model_info = {"id": options.model, "revision": options.revision}
     settings = options.output_settings()
     todo: list[Doc] = []
-    for src, paths_ in zip(docs, _assign_outputs(docs, options.output_dir), strict=True):
+    for src, paths_ in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
         try:  # the document's boundary (boundary.py): reading it for its hash
             enter("hash", src.path)
             sha = sha256_file(src.path)
@@ -111,7 +111,7 @@ def _refresh_outputs(doc: Doc, stale: list[str], report: RunReport, reporter: Re
     return True
 
 
-def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
+def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
     """Output paths per document, never shared, and independent of the order of the arguments.
 
     1. ``NAME.EXT`` gets ``NAME.md``/``NAME.json``/``NAME_images`` beside it, or at its path relative to its
