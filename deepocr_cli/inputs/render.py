@@ -14,8 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from deepocr_cli.boundary import enter
 from deepocr_cli.errors import InputError
-from deepocr_cli.inputs.discover import SNIFF_BYTES, DocKind, SourceDoc, sniff_kind
+from deepocr_cli.inputs.discover import DocKind, SourceDoc, sniff_kind
 from deepocr_cli.inputs.imaging import cap_size, check_pixel_cap, os_reason, to_rgb
+from deepocr_cli.inputs.pdffile import mupdf_messages, open_pdf_file, page_damage
 
 log = logging.getLogger(__name__)
 
@@ -35,49 +36,6 @@ _MUPDF_LOCK = threading.RLock()
 # deepocr applies its own cap (DEFAULT_MAX_IMAGE_PIXELS, checked before any decode) in place of Pillow's ~89 MP
 # decompression-bomb guard, which refuses ordinary 600-dpi scans and warns on stderr below that.
 Image.MAX_IMAGE_PIXELS = None
-# MuPDF prints its errors and warnings on stderr; deepocr collects them per document and page instead.
-for _quiet in ("mupdf_display_errors", "mupdf_display_warnings"):
-    if hasattr(pymupdf.TOOLS, _quiet):
-        getattr(pymupdf.TOOLS, _quiet)(False)
-
-
-def _mupdf_messages() -> list[str]:
-    """MuPDF's warnings since the last call (repairs, broken objects), de-duplicated, in order."""
-    try:
-        text = pymupdf.TOOLS.mupdf_warnings(reset=True)
-    except Exception:  # noqa: BLE001 - diagnostics must never fail a page
-        return []
-    out: list[str] = []
-    for line in text.splitlines():
-        line = line.strip().rstrip(";")
-        if line and line not in out:
-            out.append(line)
-    return out
-
-
-def _page_damage(doc: Any, page: Any) -> str:
-    """Why a page would render blank because the file lost part of it ("" if it is whole): its page object or a
-    content stream is gone (a truncated file, a damaged page tree); MuPDF substitutes an empty page for it."""
-    n = doc.xref_length()
-    if not 0 < page.xref < n:
-        return "page object missing"
-    try:
-        contents = page.get_contents()
-    except Exception as e:  # noqa: BLE001 - an unreadable /Contents is damage too
-        return f"page contents unreadable ({e})"
-    if any(not 0 < c < n or not doc.xref_is_stream(c) for c in contents):
-        return "page content stream missing"
-    return ""
-
-
-def _is_utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class DocumentReader:
     """An open document whose pages are rendered one at a time. Use as a context manager.
 
@@ -131,7 +89,7 @@ class DocumentReader:
 
     def _note(self, index: int) -> None:
         """File MuPDF's pending messages under page ``index`` (call with the MuPDF lock held)."""
-        msgs = _mupdf_messages()
+        msgs = mupdf_messages()
         if msgs:
             seen = self._page_warnings.setdefault(index, [])
             seen.extend(f"MuPDF: {m}" for m in msgs if f"MuPDF: {m}" not in seen)
@@ -144,14 +102,14 @@ class DocumentReader:
         self._check_index(index)
         if self._pdf is None:
             raise ValueError(f"{self.path} is closed")
-        _mupdf_messages()  # drop stale messages: what follows is this page's
+        mupdf_messages()  # drop stale messages: what follows is this page's
         try:
             page = self._pdf.load_page(index)
         except Exception as e:  # MuPDF raises plain RuntimeError/ValueError subclasses for broken objects
             raise InputError(f"page {index + 1}: cannot read page: {e}") from e
         finally:
             self._note(index)
-        damage = _page_damage(self._pdf, page)
+        damage = page_damage(self._pdf, page)
         if damage:
             raise InputError(f"page {index + 1}: {damage} (damaged PDF); it would render blank")
         return page
@@ -279,34 +237,9 @@ class DocumentReader:
         return out
 
 
-def _pdf_header_offset(path: Path) -> int:
-    """Where ``%PDF-`` starts within the first KiB (junk before it is common after mail gateways and scanners)."""
-    with path.open("rb") as f:
-        head = f.read(SNIFF_BYTES)
-    at = head.find(b"%PDF")
-    return max(at, 0)
-
-
-def open_pdf_file(path: Path) -> Any:
-    """``pymupdf.open`` for a PDF by content, whatever its name: a name that is not valid UTF-8 (Latin-1 bytes from
-    an old file server) cannot be passed to MuPDF as a string, and a file with junk before its header is handed
-    over from ``%PDF-`` on; both are read into memory and opened from the bytes.
-
-    Raises:
-        OSError: the file cannot be read. MuPDF's own exceptions: it is not a PDF MuPDF can open.
-    """
-    offset = _pdf_header_offset(path)
-    if offset or not _is_utf8(path):
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read()
-        return pymupdf.open(stream=data, filetype="pdf")
-    return pymupdf.open(path, filetype="pdf")
-
-
 def _open_pdf(path: Path) -> DocumentReader:
     with _MUPDF_LOCK:
-        _mupdf_messages()  # drop messages left by another document
+        mupdf_messages()  # drop messages left by another document
         try:
             doc = open_pdf_file(path)  # filetype="pdf": the content decided the kind, not the extension
         except pymupdf.EmptyFileError as e:
@@ -333,7 +266,7 @@ def _open_pdf(path: Path) -> DocumentReader:
             first_error: Exception | None = None
             for i in range(n):  # usually stops at page 0; a corrupt file may have no loadable page at all
                 try:
-                    damage = _page_damage(doc, doc.load_page(i))
+                    damage = page_damage(doc, doc.load_page(i))
                     if damage:
                         raise InputError(damage)
                     break
@@ -346,7 +279,7 @@ def _open_pdf(path: Path) -> DocumentReader:
         except BaseException:
             doc.close()
             raise
-        warnings = _mupdf_messages()
+        warnings = mupdf_messages()
     if doc.is_encrypted:
         log.debug("%r: owner-password restrictions ignored for reading", path)
     if warnings:

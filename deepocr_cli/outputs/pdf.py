@@ -25,7 +25,8 @@ from pymupdf import mupdf
 
 from deepocr_cli.errors import InputError
 from deepocr_cli.inputs.discover import DocKind, sniff_kind
-from deepocr_cli.inputs.render import open_pdf_file, to_rgb
+from deepocr_cli.inputs.pdffile import open_pdf_file
+from deepocr_cli.inputs.render import to_rgb
 from deepocr_cli.outputs.lines import char_em, page_lines
 from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.results import DocResult, PageResult

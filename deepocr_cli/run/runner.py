@@ -167,14 +167,13 @@ class Runner:
                     raise
                 self._on_request_error(req, e)
 
-    def _on_request_error(self, req: Request, exc: BaseException, stage: str | None = None) -> None:
+    def _on_request_error(self, req: Request, exc: BaseException) -> None:
         """One request failed on its own: its page is a failed page (a figure's failure fails its page too)."""
         work = req.work
         if work.doc.result is None or work.page.index in work.doc.done:
             return
         log.debug("page %d of %r failed", work.page.index + 1, work.doc.src.path, exc_info=exc)
-        stage = stage or ("generate" if req.kind == "page" else "figures")
-        work.page.error = PageError(stage, reason(exc))
+        work.page.error = PageError("generate" if req.kind == "page" else "figures", reason(exc))
         if req.kind == "figure":
             work.figures_pending -= 1
             if work.figures_pending > 0:
