@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 
 from deepocr_cli.boundary import show_path
 from deepocr_cli.outputs.results import PageResult
-from deepocr_cli.run.report import FileReport, Reporter, RunReport
+from deepocr_cli.run.report import STATUSES, FileReport, Reporter, RunReport
 
 log = logging.getLogger("deepocr")
 
@@ -64,6 +65,14 @@ class CliReporter(Reporter):
         elif not self.quiet:
             log.info("converting %s (%d page%s)", show_path(source), pages, "" if pages == 1 else "s")
 
+    def doc_resumed(self, source: str, done: int, total: int) -> None:
+        name = Path(source).name
+        if self._progress is not None:
+            self._progress.update(self._pages_task, advance=done)
+            self._progress.console.print(f"resuming {name}: {done} of {total} pages already done")
+        elif not self.quiet:
+            log.info("resuming %s: %d of %d pages already done", name, done, total)
+
     def page_done(self, source: str, page: PageResult) -> None:
         self.pages += 1
         self.tokens += page.generated_tokens
@@ -91,10 +100,15 @@ class CliReporter(Reporter):
 def summary_line(report: RunReport) -> str:
     """One-line run summary for stderr."""
     t = report.to_json()["totals"]
-    return (
-        f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
-        f"{t['busy']} busy, {t['failed']} failed"
-        + (f" ({t['with_warnings']} with warnings)" if t.get("with_warnings") else "")
-        + f"; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
+    files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
+    files += f" ({t['with_warnings']} with warnings)" if t.get("with_warnings") else ""
+    resumed = f" (+{t['resumed_pages']} resumed)" if t["resumed_pages"] else ""
+    line = (
+        f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
     )
+    if t["truncated_pages"]:
+        kept, new = t["truncated_kept"], t["truncated_pages"] - t["truncated_kept"]
+        line += f"; truncated pages: {new} new" + (
+            f", {kept} kept from earlier runs with the same settings (--retry-truncated retries them)" if kept else "")
+    return line

@@ -267,7 +267,8 @@ def test_exit_130_sigterm_keeps_finished_pages_and_rerun_resumes(random_checkpoi
     # Rerun: resumes, converts only the missing pages, same result as a straight run.
     r = subprocess.run([sys.executable, "-m", "deepocr_cli", *args, "--json"], capture_output=True, text=True)
     assert r.returncode == 3  # random checkpoint: pages are truncated
-    assert not partial.exists()
+    # The document is partial (truncated pages), so its pages stay on record: --retry-truncated reruns only those.
+    assert partial.exists()
     resumed = json.loads((tmp_path / "book.json").read_text())
     assert [p["index"] for p in resumed["pages"]] == list(range(6))
     straight = tmp_path / "straight"

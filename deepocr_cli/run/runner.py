@@ -32,6 +32,7 @@ from deepocr_cli.run.finish import finish_page, maybe_finish_doc
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
 from deepocr_cli.run.produce import Producer, escalation_target, page_request
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.state import checkpoint_batch
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Runner:
             ctx.stop.set()
             thread.join(timeout=5)
             producer.shutdown()
-            rates.record(ctx.model_info["id"], ctx.model_info["device"], ctx.rate_samples)
+            rates.record(ctx.model_info.get("fingerprint") or ctx.model_info["id"], ctx.model_info["device"],
+                         ctx.rate_samples)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -107,8 +109,8 @@ class Runner:
         src = str(doc.src.path)
         if kind == "doc":
             ctx.reporter.doc_started(src, len(doc.wanted))
-            for page in doc.done.values():
-                ctx.reporter.page_done(src, page)
+            if doc.resumed:
+                ctx.reporter.doc_resumed(src, len(doc.resumed), len(doc.wanted))
         elif kind == "page_error":
             _, _, index, err = item
             assert doc.result is not None
@@ -154,7 +156,10 @@ class Runner:
             for req in batch:
                 self._run_batch([req])
             return
-        share = (time.perf_counter() - t0) / len(batch)
+        elapsed = time.perf_counter() - t0
+        share = elapsed / len(batch)
+        # Pages are checkpointed as their batch ends: keep batches short enough that a kill loses little.
+        self.batch_size = checkpoint_batch(self.batch_size, len(batch), elapsed)
         for req, res in zip(batch, results, strict=True):
             req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
             try:
