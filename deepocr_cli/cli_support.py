@@ -99,7 +99,10 @@ def error_report(code: ExitCode, error: str, report: RunReport | None = None) ->
 
 
 def print_json(data: dict) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from deepocr_cli.outputs.paths import escape_surrogates
+
+    # a non-UTF-8 file name's undecodable bytes as \\udcNN escapes, as in the JSON outputs (README, "Inputs")
+    sys.stdout.write(escape_surrogates(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 

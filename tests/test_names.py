@@ -81,7 +81,7 @@ def test_odd_names_and_junk_headers_convert_round_trip_and_skip_on_rerun(
         assert (odd_tree / f"{stem}.md").exists() and (odd_tree / f"{stem}_images").is_dir()
         stem.encode("utf-8")  # cut on a character boundary: still valid UTF-8
     # every JSON leads back to its source, byte for byte
-    jsons = sorted(p for p in odd_tree.iterdir() if p.suffix == ".json")
+    jsons = sorted(p for p in odd_tree.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
     assert len(jsons) == 5
     sources = {source_of(j).name for j in jsons}
     assert sources == {LATIN1_PDF, LATIN1_PNG, LONG_ASCII, LONG_UTF8, "mailed.pdf"}
@@ -120,7 +120,7 @@ def test_same_name_in_two_folders_maps_the_same_whatever_the_order(scripted_chec
     assert r1.exit_code == r2.exit_code == 0, r1.output + r2.output
     names1, names2 = sorted(os.listdir(out1)), sorted(os.listdir(out2))
     assert names1 == names2  # the argument order changes nothing
-    jsons = [n for n in names1 if n.endswith(".json")]
+    jsons = [n for n in names1 if n.endswith(".json") and not n.startswith(".")]
     assert len(jsons) == 2 and all(n.startswith("x.pdf~") for n in jsons)
     # distinct sources, each JSON leading back to its own
     by_source = {source_of(out1 / n).resolve(): n for n in jsons}

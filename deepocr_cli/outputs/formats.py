@@ -91,19 +91,13 @@ register(Format("html", ".html", _lazy("deepocr_cli.outputs.html", "render_html"
 
 
 def _names_percent_escaped(doc: DocResult) -> DocResult:
-    """``doc`` itself, or, for a source with a non-UTF-8 name, a copy whose file names (source path, crop links)
-    carry the undecodable bytes as ``%XX``, so that the UTF-8 formats can be written (JSON escapes them itself)."""
-    def names(d: DocResult) -> list[str]:
-        return [d.source_rel, *(p for page in d.pages for b in page.blocks for p in [b.image_path or "", *b.image_paths])]
-
-    if all(percent_escape_surrogates(n) == n for n in names(doc)):
+    """``doc`` itself, or, for a source with a non-UTF-8 name, a copy whose ``source_rel`` carries the undecodable
+    bytes as ``%XX``, so that the UTF-8 formats (ALTO's file name, the review page's title) can be written; JSON
+    escapes them itself and Markdown links encode the bytes (`markdown.link_target`)."""
+    if percent_escape_surrogates(doc.source_rel) == doc.source_rel:
         return doc
-    out = copy.deepcopy(doc)
-    out.source_rel = percent_escape_surrogates(out.source_rel)
-    for page in out.pages:
-        for b in page.blocks:
-            b.image_path = percent_escape_surrogates(b.image_path) if b.image_path else b.image_path
-            b.image_paths = [percent_escape_surrogates(p) for p in b.image_paths]
+    out = copy.copy(doc)
+    out.source_rel = percent_escape_surrogates(doc.source_rel)
     return out
 
 
