@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -192,9 +191,9 @@ def convert(
 
 
 @app.command(cls=Command, epilog=EXIT_CODES_HELP + "\n\n\b\nExamples:\n  deepocr infer page.png --mode base\n"
-             "  deepocr infer page.png --model ./DeepSeek-OCR --json --max-new-tokens 64")
+             "  deepocr infer a.png b.png c.png --batch-size 2 --json --max-new-tokens 64")
 def infer(
-    image: Annotated[Path, typer.Argument(help="An image file.", exists=True, dir_okay=False, metavar="IMAGE")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False, metavar="IMAGE...")],
     model: Annotated[str, typer.Option(help=MODEL_HELP, metavar="ID|DIR", show_default=False, rich_help_panel=MODEL)] = "",
     revision: Annotated[str | None, typer.Option(help="Hub revision to pin.", metavar="REV", rich_help_panel=MODEL)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, mps, cuda or cuda:N.", metavar="DEV", rich_help_panel=MODEL)] = "auto",
@@ -203,14 +202,18 @@ def infer(
     max_tiles: Annotated[int, typer.Option(help="Most Gundam tiles (2..9).", metavar="N", rich_help_panel=MODEL)] = 6,
     prompt: Annotated[str | None, typer.Option(help="Prompt with one <image> (default: grounded Markdown prompt).", metavar="TEXT", rich_help_panel=MODEL)] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation limit.", metavar="N", rich_help_panel=MODEL)] = 8192,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences decoding at once (default: from memory).", min=1, metavar="N", rich_help_panel=MODEL)] = None,
     ngram_size: Annotated[int, typer.Option(help="No-repeat n-gram size (0 disables).", metavar="N", rich_help_panel=MODEL)] = 20,
     ngram_window: Annotated[int, typer.Option(help="No-repeat n-gram window.", metavar="N", rich_help_panel=MODEL)] = 50,
-    json_out: Annotated[bool, typer.Option("--json", help="Print prompt ids, vision tokens, first-step top-5 logits, generated ids and text.", rich_help_panel=OUTPUT)] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per image, in input order: prompt ids, vision tokens, first-step top-5 logits, generated ids and text.", rich_help_panel=OUTPUT)] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="Tracebacks on errors.", rich_help_panel=RUN)] = 0,
 ) -> None:
-    """Run the model on one image and print its raw output (special tokens kept).
+    """Run the model on images and print their raw output (special tokens kept).
 
-    This is the fidelity probe: with --json it prints what is needed to compare a checkpoint's greedy output token for token with the official implementation.
+    This is the fidelity probe: with --json it prints what is needed to compare a checkpoint's
+    greedy output token for token with the official implementation. All images go through the
+    continuous-batching engine together; the output of each is the same whatever --batch-size.
+    The engine's metrics go to stderr.
     """
     _setup_logging(verbose, quiet=False)
     from PIL import Image
@@ -227,35 +230,48 @@ def infer(
             raise typer.BadParameter(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}", param_hint="--device")
         if dtype is not None and dtype.lower() not in DTYPES:
             raise typer.BadParameter(f"must be bfloat16, float16 or float32, got {dtype!r}", param_hint="--dtype")
-        from deepocr_cli.model import NGramConfig, load_engine
+        from deepocr_cli.engine import load_engine
+        from deepocr_cli.model import NGramConfig
 
         engine = load_engine(model or default_model(), revision=revision, device=device, dtype=dtype)
-        try:
-            img = Image.open(image)
-            img.load()
-        except OSError as e:
-            raise typer.BadParameter(f"cannot read image: {e}", param_hint="IMAGE") from None
-        t0 = time.perf_counter()
-        req = engine.prepare(img, mode_, prompt or prompts.MARKDOWN, 2, max_tiles)
+        requests, errors = [], {}
+        for i, path in enumerate(images):
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    requests.append(engine.prepare(img, mode_, prompt or prompts.MARKDOWN, 2, max_tiles, tag=i))
+            except (OSError, DeepOcrError) as e:  # one bad image: its own error line, the others go on
+                errors[i] = f"cannot read image: {e}"
         ngram = NGramConfig(size=ngram_size, window=ngram_window, enabled=ngram_size > 0)
-        (res,) = engine.generate([req], max_new_tokens=max_new_tokens, ngram=ngram)
-        elapsed = time.perf_counter() - t0
+        results = {r.tag: r for r in engine.generate(requests, max_new_tokens=max_new_tokens,
+                                                      batch_size=batch_size, ngram=ngram)}
     except DeepOcrError as e:
         raise _fail(e, verbose) from None
     except KeyboardInterrupt:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    if json_out:
-        out = {
-            "model": engine.model_id, "mode": mode_.value, "grid": list(req.image.grid),
-            "prompt_ids": res.prompt_ids, "num_vision_tokens": res.num_image_embeddings,
-            "first_top5": [{"id": i, "logit": v} for i, v in res.first_top5],
-            "generated_ids": res.token_ids, "generated_tokens": res.generated_tokens,
-            "truncated": res.truncated, "text": res.text, "seconds": round(elapsed, 3),
-        }
-        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
-    else:
-        sys.stdout.write(res.text + "\n")
-    raise typer.Exit(int(ExitCode.PARTIAL if res.truncated else ExitCode.OK))
+    for i, path in enumerate(images):
+        res = results.get(i)
+        if res is None:
+            out = {"image": str(path), "error": errors[i]}
+            typer.echo(f"deepocr: {path}: {errors[i]}", err=True)
+        else:
+            out = {
+                "image": str(path), "model": engine.model_id, "mode": mode_.value,
+                "grid": list(next(r.image.grid for r in requests if r.tag == i)),
+                "prompt_ids": res.prompt_ids, "num_vision_tokens": res.num_image_embeddings,
+                "first_top5": [{"id": t, "logit": v} for t, v in res.first_top5],
+                "generated_ids": res.token_ids, "generated_tokens": res.generated_tokens,
+                "truncated": res.truncated, "text": res.text, "seconds": round(res.seconds, 3),
+            }
+        if json_out:
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        elif res is not None:
+            sys.stdout.write((f"==> {path} <==\n" if len(images) > 1 else "") + res.text + "\n")
+    from deepocr_cli.progress import engine_line
+
+    typer.echo(f"deepocr: {len(results)} images" + engine_line(engine.metrics.report()), err=True)
+    bad = errors or any(r.truncated for r in results.values())
+    raise typer.Exit(int(ExitCode.PARTIAL if bad else ExitCode.OK))
 
 
 @app.command(cls=Command, epilog=EXIT_CODES_HELP + "\n\n\b\nExamples:\n  deepocr plan ./papers\n"

@@ -106,9 +106,19 @@ def summary_line(report: RunReport) -> str:
     line = (
         f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
+        + engine_line(report.engine)
     )
     if t["truncated_pages"]:
         kept, new = t["truncated_kept"], t["truncated_pages"] - t["truncated_kept"]
         line += f"; truncated pages: {new} new" + (
             f", {kept} kept from earlier runs with the same settings (--retry-truncated retries them)" if kept else "")
     return line
+
+
+def engine_line(m: dict) -> str:
+    """The scheduler's figures (``EngineMetrics.report()``) for a summary line; empty when the model never ran."""
+    if not m:
+        return ""
+    return (f"; engine {m['generated_tok_per_s']:.1f} tok/s, slot occupancy {m['slot_occupancy']:.0%} "
+            f"(avg {m['avg_running_sequences']:.1f} of {m['slots']} running), KV peak "
+            f"{m['kv_peak_bytes'] / 2**20:.1f} MiB, {m['preemptions']} preemptions")

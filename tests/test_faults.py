@@ -64,7 +64,7 @@ def docs(template: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def engine(scripted_checkpoint: Path) -> Any:
     """One real engine for the module: every run below goes through it (loading is not what is tested here)."""
-    from deepocr_cli.model import load_engine
+    from deepocr_cli.engine import load_engine
 
     return load_engine(str(scripted_checkpoint), device="cpu")
 
@@ -72,14 +72,14 @@ def engine(scripted_checkpoint: Path) -> Any:
 @pytest.fixture()
 def cli(engine: Any, scripted_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setattr(run_convert, "_load_engine", lambda options: engine)
-    calls: list[int] = []
-    real = engine.generate
+    calls: list[int] = []  # one entry per request handed to the model's scheduler
+    real = engine.engine_request
 
-    def counting(prepared: list, **kw: Any) -> Any:
-        calls.append(len(prepared))
-        return real(prepared, **kw)
+    def counting(prepared: Any, max_new_tokens: int) -> Any:
+        calls.append(1)
+        return real(prepared, max_new_tokens)
 
-    monkeypatch.setattr(engine, "generate", counting)
+    monkeypatch.setattr(engine, "engine_request", counting)
 
     def invoke(root: Path, *extra: str) -> Any:
         args = ["convert", str(root), "--model", str(scripted_checkpoint), "--max-new-tokens", "32",
@@ -223,3 +223,32 @@ def test_an_output_that_cannot_be_written_fails_only_its_document(cli: Any, clea
     rerun = cli(docs)
     assert rerun.exit_code == 0 and rerun.calls == []  # the pages were checkpointed: no model call needed
     assert outputs(docs) == clean
+
+
+def test_a_failing_model_step_is_rerun_sequence_by_sequence(
+    cli: Any, engine: Any, clean: dict[str, Any], docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model step fails whenever a page of the bad document is in flight (as a CUDA fault or a tokenizer error
+    would): the sequences in flight are rerun one by one, so only the bad document's pages fail."""
+    real = engine.scheduler
+
+    def scheduler(*args: Any, **kwargs: Any) -> Any:
+        sched = real(*args, **kwargs)
+        step = sched.step
+
+        def faulty() -> Any:
+            if any(s.request.tag.tag.work.doc.src.path.name == BAD for s in [*sched.running, *sched.waiting]):
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+            return step()
+
+        sched.step = faulty
+        return sched
+
+    monkeypatch.setattr(engine, "scheduler", scheduler)
+    result = cli(docs)
+    assert result.exit_code == 3, result.output
+    files = {Path(f["source"]).name: f for f in json.loads(result.stdout)["files"]}
+    assert files["good.pdf"]["status"] == files["photo.png"]["status"] == "converted"
+    assert files[BAD]["status"] == "failed" and "illegal memory access" in files[BAD]["reason"]
+    assert {k: v for k, v in outputs(docs).items() if not k.startswith("bad")} == {
+        k: v for k, v in clean.items() if not k.startswith("bad")}

@@ -23,24 +23,31 @@ class Probe:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_prepare_call: int | None = None) -> None:
         import deepocr_cli.run.convert as convert_mod
+        from deepocr_cli.engine.ocr import Engine
+        from deepocr_cli.engine.scheduler import Scheduler
         from deepocr_cli.model.engine import OcrEngine
 
         self.loads = 0
         self.requests = 0
-        self.batches: list[int] = []
+        self.finished_per_step: list[int] = []
         self._prepares = 0
         self._lock = threading.Lock()
         self.fail_prepare_call = fail_prepare_call
-        real_load, real_generate, real_prepare = convert_mod._load_engine, OcrEngine.generate, OcrEngine.prepare
+        real_load, real_request, real_prepare = convert_mod._load_engine, Engine.engine_request, OcrEngine.prepare
+        real_step = Scheduler.step
 
         def load(options):
             self.loads += 1
             return real_load(options)
 
-        def generate(engine, requests, *a, **k):
-            self.requests += len(requests)
-            self.batches.append(len(requests))
-            return real_generate(engine, requests, *a, **k)
+        def engine_request(engine, request, *a, **k):  # every request the run hands to the scheduler
+            self.requests += 1
+            return real_request(engine, request, *a, **k)
+
+        def step(sched):  # per scheduler step: how many sequences finished in it
+            done = real_step(sched)
+            self.finished_per_step.append(len(done))
+            return done
 
         def prepare(engine, *a, **k):
             with self._lock:
@@ -51,12 +58,13 @@ class Probe:
             return real_prepare(engine, *a, **k)
 
         monkeypatch.setattr(convert_mod, "_load_engine", load)
-        monkeypatch.setattr(OcrEngine, "generate", generate)
+        monkeypatch.setattr(Engine, "engine_request", engine_request)
+        monkeypatch.setattr(Scheduler, "step", step)
         monkeypatch.setattr(OcrEngine, "prepare", prepare)
 
     def reset(self) -> None:
         self.loads = self.requests = self._prepares = 0
-        self.batches = []
+        self.finished_per_step = []
 
 
 def convert(model: Path | str, *args: str):
@@ -306,16 +314,27 @@ def test_retrained_weights_of_the_same_shape_are_another_model(scripted_checkpoi
 # ----------------------------------------------------------------------------- 4. resuming is visible and cheap
 
 
-def test_long_batches_are_cut_so_pages_are_checkpointed_often(random_checkpoint: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a checkpoint interval shorter than one batch, the run shrinks its batches to one page (each page is
-    recorded as its batch ends), whatever --batch-size asked for."""
+def test_pages_are_checkpointed_as_each_one_finishes(random_checkpoint: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Continuous batching hands each page back the step it finishes, and the runner records it then: a kill
+    loses only the pages still decoding, whatever --batch-size is."""
+    import deepocr_cli.run.runner as runner_mod
+
     pdf = make_pdf(tmp_path / "book.pdf", pages=5)
-    monkeypatch.setenv("DEEPOCR_CHECKPOINT_SECONDS", "0.000001")
+    partial = tmp_path / ".book.deepocr-partial.jsonl"
     probe = Probe(monkeypatch)
+    recorded_while_running: list[int] = []
+    real_finish = runner_mod.finish_page
+
+    def finish(ctx, work):
+        real_finish(ctx, work)
+        recorded_while_running.append(len(partial.read_text().splitlines()) - 1)  # pages on disk (minus header)
+
+    monkeypatch.setattr(runner_mod, "finish_page", finish)
     r, _ = convert(random_checkpoint, "--max-new-tokens", "4", "--batch-size", "3", str(pdf))
     assert r.exit_code == 3  # random weights: truncated pages
-    assert probe.batches == [3, 1, 1]
+    assert recorded_while_running == [1, 2, 3, 4, 5]  # each page on disk as soon as it is done
+    assert sum(probe.finished_per_step) == 5 and sum(1 for n in probe.finished_per_step if n) >= 2
 
 
 # ----------------------------------------------------------------------------- the nightly cron scenario

@@ -224,9 +224,9 @@ def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[O
 
 
 def _load_engine(options: ConvertOptions) -> Any:
-    from deepocr_cli.model import load_engine
+    from deepocr_cli.engine import load_engine
 
-    # DEEPOCR_MEMORY_BUDGET (bytes) caps the memory one batch may plan for, e.g. on a shared GPU.
+    # DEEPOCR_MEMORY_BUDGET (bytes) caps the KV cache the engine may use, e.g. on a shared GPU.
     budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
     return load_engine(options.model, revision=options.revision, device=options.device, dtype=options.dtype,
                        memory_budget_bytes=int(budget) if budget else None)

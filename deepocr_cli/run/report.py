@@ -49,6 +49,7 @@ class RunReport:
     files: list[FileReport] = field(default_factory=list)
     wall_s: float = 0.0
     markdown: dict[str, str] = field(default_factory=dict)  # source -> Markdown, only with stdout=True
+    engine: dict = field(default_factory=dict)  # the scheduler's EngineMetrics.report()
 
     def count(self, status: str) -> int:
         """Number of files with the given status."""
@@ -90,6 +91,7 @@ class RunReport:
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }
         return {"status": self.status, "exit_code": int(self.exit_code), "error": None, "totals": totals,
+                "engine": self.engine,
                 "files": [f.to_json() for f in self.files]}
 
 

@@ -2,8 +2,8 @@
 
 1. `produce.Producer` (background thread) locks each document, resumes it, renders, plans and preprocesses
    its pages into the run's queue.
-2. `Runner._consume` (this thread) gathers requests into batches (escalated re-runs and figure crops first)
-   and runs them through the model.
+2. `Runner._consume` (this thread) feeds requests (escalated re-runs and figure crops first) to the engine's
+   continuous-batching scheduler and takes each finished sequence as soon as it ends.
 3. `Runner._on_page_result`: the page's text is parsed into blocks; a truncated or over-budget page in auto
    mode is re-run one mode up; its figures are sent back to the model (deep parsing).
 4. `finish.finish_page` saves crops and checkpoints the page; `finish.maybe_finish_doc` writes the document
@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
 from deepocr_cli.boundary import enter, is_run_level, reason
+from deepocr_cli.errors import OutOfResourcesError
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.page import read_page
 from deepocr_cli.outputs.parse import strip_eos
@@ -32,7 +32,6 @@ from deepocr_cli.run.finish import finish_page, maybe_finish_doc
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
 from deepocr_cli.run.produce import Producer, escalation_target, page_request
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
-from deepocr_cli.run.state import checkpoint_batch
 
 log = logging.getLogger(__name__)
 
@@ -75,33 +74,104 @@ class Runner:
     # ----- batches through the model
 
     def _consume(self) -> None:
-        ctx = self.ctx
+        """Keep the scheduler fed (run-made requests first) and hand each finished sequence on at once."""
+        ctx, engine = self.ctx, self.ctx.engine
+        sched = engine.scheduler(self.batch_size, self.ngram)
         producer_done = False
         while True:
-            batch: list[Request] = []
-            while len(batch) < self.batch_size:
+            while len(sched.waiting) < max(4, sched.slots // 4):  # enough queued that admissions never wait
                 if ctx.internal:
-                    batch.append(ctx.internal.popleft())
-                    continue
-                if producer_done:
-                    break
-                try:
-                    item = ctx.queue.get(timeout=None if not batch else 0.05)
-                except queue.Empty:
-                    break
-                if isinstance(item, Future):
-                    item = item.result()
-                if item is DONE:
-                    producer_done = True
-                elif isinstance(item, Request):
-                    batch.append(item)
+                    req = ctx.internal.popleft()
                 else:
-                    self._on_event(item)
-            if not batch:
-                if producer_done and not ctx.internal:
-                    return
+                    try:  # block only while the model is idle
+                        item = DONE if producer_done else ctx.queue.get(block=not sched.has_work)
+                    except queue.Empty:
+                        break
+                    if isinstance(item, Future):
+                        item = item.result()
+                    if item is DONE:
+                        producer_done = True
+                        break
+                    if not isinstance(item, Request):
+                        self._on_event(item)
+                        continue
+                    req = item
+                self._admit(sched, req)
+            if not sched.has_work and producer_done and not ctx.internal:
+                ctx.report.engine = sched.metrics.report()
+                return
+            try:
+                finished = sched.step() if sched.has_work else []
+            except Exception as e:
+                if is_run_level(e):
+                    raise
+                # A model step failed for the sequences in flight together: rerun each alone in a fresh
+                # scheduler, so that only the one that fails on its own is a failed page (boundary.py).
+                log.debug("a model step failed (%s); running its %d sequence(s) one by one", e, len(sched.running))
+                flight = [s.request.tag.tag for s in [*sched.running, *sched.waiting]]
+                sched = engine.scheduler(self.batch_size, self.ngram)
+                for req in flight:
+                    self._run_alone(req)
                 continue
-            self._run_batch(batch)
+            for done in finished:
+                self._deliver(done)
+
+    def _admit(self, sched: Any, req: Request) -> None:
+        """Hand a request to the scheduler; one that cannot be admitted (bad prompt) fails its page alone."""
+        try:
+            enter("generate" if req.kind == "page" else "figures", req.work.doc.src.path)
+            req.prepared.tag = req
+            sched.add(self.ctx.engine.engine_request(req.prepared, self.ctx.options.max_new_tokens))
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+
+    def _run_alone(self, req: Request) -> None:
+        """Generate one request in a scheduler of its own; its failure is its page's."""
+        engine = self.ctx.engine
+        sched = engine.scheduler(1, self.ngram)
+        try:
+            enter("generate" if req.kind == "page" else "figures", req.work.doc.src.path)
+            sched.add(engine.engine_request(req.prepared, self.ctx.options.max_new_tokens))
+            finished = []
+            while sched.has_work:
+                finished.extend(sched.step())
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+            return
+        for done in finished:
+            self._deliver(done)
+
+    def _deliver(self, done: Any) -> None:
+        """A finished sequence: its page's (or figure's) answer goes on; an error there fails that page only."""
+        res = self.ctx.engine.result(done)
+        if res.error:  # a page larger than the whole KV budget: out of memory at batch size 1 (exit 7)
+            raise OutOfResourcesError(f"out of memory: a page {res.error}; lower --max-new-tokens, "
+                                      "use a smaller mode, or free GPU memory")
+        req = res.tag
+        req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + res.seconds, 4)
+        try:
+            (self._on_page_result if req.kind == "page" else self._on_figure_result)(req, res)
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+
+    def _on_request_error(self, req: Request, exc: BaseException) -> None:
+        """One request failed on its own: its page is a failed page (a figure's failure fails its page too)."""
+        work = req.work
+        if work.doc.result is None or work.page.index in work.doc.done:
+            return
+        log.debug("page %d of %r failed", work.page.index + 1, work.doc.src.path, exc_info=exc)
+        work.page.error = PageError("generate" if req.kind == "page" else "figures", reason(exc))
+        if req.kind == "figure":
+            work.figures_pending -= 1
+            if work.figures_pending > 0:
+                return
+        finish_page(self.ctx, work)
 
     def _on_event(self, item: tuple) -> None:
         ctx = self.ctx
@@ -131,59 +201,6 @@ class Runner:
             if doc.lock is not None:
                 doc.lock.release()
             file_failed(ctx.report, ctx.reporter, src, reason, output)
-
-    def _generate(self, batch: list[Request]) -> list[Any]:
-        for r in batch:
-            enter("generate" if r.kind == "page" else "figures", r.work.doc.src.path)
-        return self.ctx.engine.generate(
-            [r.prepared for r in batch], max_new_tokens=self.ctx.options.max_new_tokens,
-            batch_size=self.ctx.options.batch_size, ngram=self.ngram,
-        )
-
-    def _run_batch(self, batch: list[Request]) -> None:
-        """Run a batch; if the model call fails for it, run its requests one by one so that only the request
-        that fails alone (a page that breaks the tokenizer, a crop too big for memory) is a failed page."""
-        t0 = time.perf_counter()
-        try:
-            results: list[Any] = self._generate(batch)
-        except Exception as e:
-            if is_run_level(e):
-                raise
-            if len(batch) == 1:
-                self._on_request_error(batch[0], e)
-                return
-            log.debug("batch of %d failed (%s); retrying its requests one by one", len(batch), e)
-            for req in batch:
-                self._run_batch([req])
-            return
-        elapsed = time.perf_counter() - t0
-        share = elapsed / len(batch)
-        # Pages are checkpointed as their batch ends: keep batches short enough that a kill loses little.
-        self.batch_size = checkpoint_batch(self.batch_size, len(batch), elapsed)
-        for req, res in zip(batch, results, strict=True):
-            req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
-            try:
-                if req.kind == "page":
-                    self._on_page_result(req, res)
-                else:
-                    self._on_figure_result(req, res)
-            except Exception as e:
-                if is_run_level(e):
-                    raise
-                self._on_request_error(req, e)
-
-    def _on_request_error(self, req: Request, exc: BaseException) -> None:
-        """One request failed on its own: its page is a failed page (a figure's failure fails its page too)."""
-        work = req.work
-        if work.doc.result is None or work.page.index in work.doc.done:
-            return
-        log.debug("page %d of %r failed", work.page.index + 1, work.doc.src.path, exc_info=exc)
-        work.page.error = PageError("generate" if req.kind == "page" else "figures", reason(exc))
-        if req.kind == "figure":
-            work.figures_pending -= 1
-            if work.figures_pending > 0:
-                return
-        finish_page(self.ctx, work)
 
     # ----- a page's answer: escalate, parse, deep-parse its figures
 

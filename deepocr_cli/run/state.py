@@ -274,20 +274,6 @@ def kept_pages(partial: PartialPages, json_path: Path, retry_truncated: bool = F
     return {i: p for i, p in pages.items() if page_still_valid(p, retry_truncated, max_new_tokens)}
 
 
-#: Longest one batch should run: its pages are checkpointed when it ends, so a kill loses about this much work.
-CHECKPOINT_SECONDS = 60.0
-
-
-def checkpoint_batch(batch_size: int, ran: int, seconds: float, limit: float | None = None) -> int:
-    """The batch size that keeps a batch under ``limit`` seconds (env DEEPOCR_CHECKPOINT_SECONDS, default 60),
-    given that ``ran`` requests just took ``seconds``; never below 1, never above ``batch_size``."""
-    if limit is None:
-        limit = float(os.environ.get("DEEPOCR_CHECKPOINT_SECONDS") or CHECKPOINT_SECONDS)
-    if seconds <= limit or ran <= 1:
-        return batch_size
-    return max(1, min(batch_size, int(ran * limit / seconds)))
-
-
 def stale_outputs(paths: OutputPaths, key: str, formats: Collection[str]) -> list[str] | None:
     """The requested formats `decide` would restore from the JSON, in registry order; None when the document
     must be converted (no current JSON for this key, or pages to retry)."""
