@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from deepocr_cli.boundary import enter
+from deepocr_cli.boundary import reason as reason_for
+
 log = logging.getLogger(__name__)
 
 #: Extensions looked at when walking a directory; anything else there is ignored silently.
@@ -172,7 +175,11 @@ class _Collector:
         if resolved in self._seen:
             log.debug("duplicate input %s (same file as an earlier one)", path)
             return
-        kind, reason = _content_reason(path, explicit)
+        try:
+            enter("discover", path)
+            kind, reason = _content_reason(path, explicit)
+        except Exception as e:  # noqa: BLE001 - one file's failure never stops discovery (boundary.py)
+            kind, reason = None, reason_for(e)
         if kind is None:
             self.skip(path, reason)
             return
