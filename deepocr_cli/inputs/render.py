@@ -9,6 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pymupdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
