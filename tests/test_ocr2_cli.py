@@ -72,9 +72,13 @@ def test_convert_sample_docs_with_ocr2(ocr2_scripted, samples, tmp_path):
 
 
 def test_fixed_gundam_is_the_official_dynamic_mode(ocr2_scripted, tmp_path):
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
-    Image.new("RGB", (1000, 1500), "white").save(tmp_path / "p.png")
+    img = Image.new("RGB", (1000, 1500), "white")  # text-like lines: a blank page would be skipped
+    draw = ImageDraw.Draw(img)
+    for y in range(100, 1400, 40):
+        draw.text((80, y), "The quick brown fox jumps over the lazy dog " * 2, fill="black")
+    img.save(tmp_path / "p.png")
     res = runner.invoke(
         app, ["convert", str(tmp_path / "p.png"), "--model", str(ocr2_scripted), "--mode", "gundam", "-q"]
     )
