@@ -139,3 +139,31 @@ def test_auto_budget_escalates_one_cap_up(tmp_path):
     assert (
         page["grid"] == [1, 2] and page["vision_tokens"] == 256 + 2 * 144 and page["image_embeddings"] == 545
     )
+
+
+def test_ocr2_blocks_repeats_over_90_tokens_for_images_and_50_for_pdf_pages(ocr2_scripted, samples, tmp_path,
+                                                                            monkeypatch):
+    """The official OCR-2 runners: n-gram window 90 for images, 50 for PDFs; one run holds both."""
+    from deepocr_cli.engine.scheduler import Scheduler
+
+    seen: dict[str, int | None] = {}
+    widest: list[int] = []
+    real_add, real_init = Scheduler.add, Scheduler.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        widest.append(self.ngram.window)
+
+    def add(self, request):
+        name = Path(getattr(request.tag, "tag", None).work.doc.src.path).name if hasattr(request.tag, "tag") else "?"
+        seen.setdefault(name, request.ngram_window)
+        return real_add(self, request)
+
+    monkeypatch.setattr(Scheduler, "__init__", init)
+    monkeypatch.setattr(Scheduler, "add", add)
+    args = ["convert", str(samples / "slide.pdf"), str(samples / "scanned_page.jpg"), "--model", str(ocr2_scripted),
+            "-o", str(tmp_path / "out"), "--max-new-tokens", "20", "--no-deep", "-q"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert seen == {"slide.pdf": 50, "scanned_page.jpg": 90}
+    assert widest and set(widest) == {90}

@@ -41,12 +41,14 @@ class PreparedRequest:
         prompt_ids: full prompt ids with ``image.num_embeddings`` `<image>` placeholders.
         tag: caller's handle, returned untouched in the result.
         max_new_tokens: this request's own output cap (None: the one given to generate()).
+        ngram_window: this request's no-repeat n-gram window (None: the run's).
     """
 
     image: PreparedImage
     prompt_ids: list[int]
     tag: object = None
     max_new_tokens: int | None = None
+    ngram_window: int | None = None
 
 
 def split_prompt(prompt: str) -> tuple[str, str]:

@@ -37,6 +37,8 @@ class V1Family:
     """DeepSeek-OCR: five fixed modes (facts §3)."""
 
     name = "deepseek-ocr"
+    #: no-repeat n-gram window for image inputs when it differs from --ngram-window (None: the same)
+    image_ngram_window: int | None = None
 
     def grid_for(
         self, mode: Mode, width: int, height: int, min_tiles: int = 2, max_tiles: int = 6
@@ -71,6 +73,8 @@ class Ocr2Family:
     """DeepSeek-OCR-2: one dynamic mode; the mode names set the tile cap (module docstring)."""
 
     name = "deepseek-ocr-2"
+    #: the official OCR-2 image runner blocks 20-grams over a window of 90 (its PDF runner: 50, as v1; facts §8)
+    image_ngram_window: int | None = 90
 
     @staticmethod
     def tile_cap(mode: Mode, max_tiles: int = g2.OCR2_MAX_TILES) -> int:

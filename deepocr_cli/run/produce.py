@@ -39,6 +39,13 @@ def escalation_target(ctx: RunContext, mode: Mode) -> Mode | None:
     return next_mode(mode, Mode(ctx.options.max_mode))
 
 
+def ngram_window(ctx: RunContext, image_input: bool) -> int:
+    """The no-repeat window of one request: the model family's own for images (OCR-2 runs its image runner's 90),
+    else --ngram-window (PDF pages: the PDF runners' 50)."""
+    own = ctx.family.image_ngram_window if image_input else None
+    return own if own is not None else ctx.options.ngram_window
+
+
 def page_request(ctx: RunContext, work: Page, mode: Mode, attempt: int) -> Request:
     """Preprocess a page's image for ``mode`` (tiles, tensors) and record the attempt."""
     t0 = time.perf_counter()
@@ -46,6 +53,7 @@ def page_request(ctx: RunContext, work: Page, mode: Mode, attempt: int) -> Reque
     prompt = prompts.MARKDOWN if opt.task == "markdown" else prompts.FREE_OCR
     enter("preprocess", work.doc.src.path)
     prepared = ctx.engine.prepare(work.image, mode, prompt, opt.min_tiles, opt.max_tiles)
+    prepared.ngram_window = ngram_window(ctx, image_input=work.doc.src.kind != "pdf")
     work.page.timing["preprocess"] = round(work.page.timing.get("preprocess", 0) + time.perf_counter() - t0, 4)
     work.attempts.append({"attempt": attempt, "mode": mode.value})
     return Request("page", work, prepared)

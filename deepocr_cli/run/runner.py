@@ -30,7 +30,7 @@ from deepocr_cli.planning import rates
 from deepocr_cli.planning.modes import Mode
 from deepocr_cli.run.finish import finish_page, maybe_finish_doc
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
-from deepocr_cli.run.produce import Producer, escalation_target, page_request
+from deepocr_cli.run.produce import Producer, escalation_target, ngram_window, page_request
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class Runner:
                               queue.Queue(maxsize=self.batch_size + 8))
         from deepocr_cli.model import NGramConfig
 
-        self.ngram = NGramConfig(size=options.ngram_size, window=options.ngram_window, enabled=options.ngram_size > 0)
+        # the widest window any request of the run may ask for (each request carries its own: produce.ngram_window)
+        window = max(options.ngram_window, self.ctx.family.image_ngram_window or 0)
+        self.ngram = NGramConfig(size=options.ngram_size, window=window, enabled=options.ngram_size > 0)
 
     def run(self, docs: list[Doc]) -> None:
         """Convert the documents; on interrupt, finished pages stay recorded and locks are released."""
@@ -270,6 +272,7 @@ class Runner:
                 crop = crop_for_figure(work.image, block.boxes_px[0])
                 mode = figure_mode(*crop.size)
                 prepared = self.ctx.engine.prepare(crop, mode, prompts.PARSE_FIGURE, opt.min_tiles, opt.max_tiles)
+                prepared.ngram_window = ngram_window(self.ctx, image_input=True)  # a crop is an image
             except ValueError as e:  # a box with no area on the page: the model's answer, not a fault
                 work.page.warnings.append(f"figure {block.index}: not parsed ({e})")
                 continue
