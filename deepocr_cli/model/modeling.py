@@ -13,7 +13,8 @@ from torch import nn
 from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.decoder import DeepOcrTextModel
 from deepocr_cli.model.image_processing import PreparedImage, prepare_image
-from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, DeepOcrSamEncoder, embed_images
+from deepocr_cli.model.sam import DeepOcrSamEncoder
+from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, embed_images
 from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)

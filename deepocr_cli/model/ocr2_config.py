@@ -21,7 +21,7 @@ from typing import Any
 
 from deepocr_cli.errors import CheckpointError
 from deepocr_cli.model.configuration import DecoderConfig, _parse_decoder, _parse_tower
-from deepocr_cli.model.vision import SamConfig
+from deepocr_cli.model.sam import SamConfig
 from deepocr_cli.planning.families import config_is_ocr2
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from deepocr_cli.model.decoder import DeepOcrMLP, DeepOcrRMSNorm, apply_rotary_pos_emb, rope_cos_sin
 from deepocr_cli.model.image_processing import PreparedImage
 from deepocr_cli.model.ocr2_config import QUERIES_768, QUERIES_1024, Ocr2EncoderConfig
-from deepocr_cli.model.vision import DeepOcrProjector, DeepOcrSamEncoder
+from deepocr_cli.model.sam import DeepOcrSamEncoder
+from deepocr_cli.model.vision import DeepOcrProjector
 
 log = logging.getLogger(__name__)
 

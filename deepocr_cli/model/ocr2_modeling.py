@@ -18,7 +18,8 @@ from deepocr_cli.model.image_processing import PreparedImage, prepare_image_ocr2
 from deepocr_cli.model.modeling import DeepOcrForCausalLM
 from deepocr_cli.model.ocr2_config import DeepOcr2Config
 from deepocr_cli.model.ocr2_encoder import DeepOcr2Encoder, embed_images_ocr2
-from deepocr_cli.model.vision import DeepOcrProjector, DeepOcrSamEncoder
+from deepocr_cli.model.sam import DeepOcrSamEncoder
+from deepocr_cli.model.vision import DeepOcrProjector
 from deepocr_cli.planning.families import OCR2
 from deepocr_cli.planning.modes import Mode
 from deepocr_cli.planning.ocr2_geometry import OCR2_MAX_TILES
