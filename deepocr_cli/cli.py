@@ -128,6 +128,7 @@ def convert(
     deskew: Annotated[bool, typer.Option("--deskew/--no-deskew", help="Straighten pages skewed up to 10 degrees before the model.", rich_help_panel=INPUT)] = True,
     password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, metavar="PW", help="User password of encrypted PDFs (visible to `ps`: prefer the env var or --password-file).", rich_help_panel=INPUT)] = None,
     password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from the first line of this file.", dir_okay=False, metavar="FILE", rich_help_panel=INPUT)] = None,
+    max_image_pixels: Annotated[int, typer.Option(help="Refuse images over this many pixels (0: no cap).", metavar="N", rich_help_panel=INPUT)] = 300_000_000,
     model: Annotated[str, typer.Option(help=MODEL_HELP, metavar="ID|DIR", show_default=False, rich_help_panel=MODEL)] = "",
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) to pin.", metavar="REV", rich_help_panel=MODEL)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N.", metavar="DEV", rich_help_panel=MODEL)] = "auto",
@@ -178,7 +179,7 @@ def convert(
             max_compression=max_compression, min_mode=min_mode, max_mode=max_mode, escalate=escalate,
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
             skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
-            retry_truncated=retry_truncated,
+            retry_truncated=retry_truncated, max_image_pixels=max_image_pixels or None,
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter

@@ -63,6 +63,7 @@ class ConvertOptions:
     deskew: bool = True
     #: user password of encrypted PDFs; never logged, never in outputs or reprs
     password: str | None = field(default=None, repr=False, compare=False)
+    max_image_pixels: int | None = 300_000_000  # = inputs.render.DEFAULT_MAX_IMAGE_PIXELS; None: no cap
     retry_truncated: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +88,8 @@ class ConvertOptions:
             raise UsageError("--max-new-tokens must be at least 1")
         if self.max_compression <= 0:
             raise UsageError("--max-compression must be positive")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise UsageError("--max-image-pixels must be at least 1")
         if self.deep_max_per_page < 0:
             raise UsageError("--deep-max-per-page must be >= 0")
         if self.pages is not None:

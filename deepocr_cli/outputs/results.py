@@ -241,6 +241,7 @@ class DocResult:
         settings: the options that determine the output (mode, task, max_tiles, max_new_tokens, pages...).
         pages: converted pages in source order.
         errors: document-level problems.
+        warnings: document-level warnings (MuPDF's repairs of a damaged PDF).
         status: ok, partial or failed.
     """
 
@@ -256,3 +257,4 @@ class DocResult:
     status: str = "ok"
     #: the user password the source opened with, for formats that reopen it (never written, never shown)
     password: str | None = field(default=None, repr=False, compare=False)
+    warnings: list[str] = field(default_factory=list)

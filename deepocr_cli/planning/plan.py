@@ -9,7 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from deepocr_cli.errors import InputError, NoInputError
+from deepocr_cli.boundary import is_run_level, reason
+from deepocr_cli.errors import NoInputError
 from deepocr_cli.inputs.discover import find_documents
 from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_ranges
 from deepocr_cli.options import ConvertOptions
@@ -100,7 +101,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
         entry: dict = {"source": str(src.rel), "root": _shown(src.root), "error": None, "pages": []}
         files.append(entry)
         try:
-            with open_document(src, password=options.password) as reader:
+            with open_document(src, password=options.password, max_image_pixels=options.max_image_pixels) as reader:
                 wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
                           else range(reader.page_count))
                 for i in wanted:
@@ -121,8 +122,10 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
                     for m in MODE_ORDER if not blank else ():
                         totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
                                                              options.max_tiles)
-        except (InputError, ValueError) as e:
-            entry["error"] = str(e)
+        except Exception as e:  # one document's failure is that document's (boundary.py)
+            if is_run_level(e):
+                raise
+            entry["error"] = str(e) if isinstance(e, ValueError) else reason(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
     return {"schema_version": PLAN_SCHEMA_VERSION, "max_compression": options.max_compression, "files": files,

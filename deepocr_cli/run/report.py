@@ -34,6 +34,7 @@ class FileReport:
     resumed_pages: int = 0
     truncated_kept: int = 0  # of truncated_pages, those kept from an earlier run with the same settings
     output_error: bool = False
+    warnings: list[str] = field(default_factory=list)  # a damaged PDF's repairs (document, then "pN: ..." pages)
 
     def to_json(self) -> dict:
         """Stable JSON form (documented in README)."""
@@ -81,6 +82,7 @@ class RunReport:
             "files": len(self.files),
             **{s: self.count(s) for s in STATUSES},
             "pages": self.pages,
+            "with_warnings": sum(1 for f in self.files if f.warnings),
             "resumed_pages": sum(f.resumed_pages for f in self.files),
             "truncated_pages": sum(f.truncated_pages for f in self.files),
             "truncated_kept": sum(f.truncated_kept for f in self.files),
