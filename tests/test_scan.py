@@ -146,6 +146,34 @@ def test_each_quarter_turn_is_found(turns: int) -> None:
     assert verdict.orientation == ("upright" if turns == 0 else "turned")
 
 
+def _word_table(cols: int = 5, rows: int = 50, fontsize: float = 8.0) -> np.ndarray:
+    """A dense table of short monospaced cells: its two axes are about equally sharp (a close axis call)."""
+    words = " ".join(PROSE).split()
+    doc = pymupdf.open()
+    page = doc.new_page(width=A4[0], height=A4[1])
+    k = 0
+    for c in range(cols):
+        for r in range(rows):
+            page.insert_text((50 + c * 495 / cols, 60 + r * 740 / rows), " ".join(words[k : k + 2])[:14],
+                             fontsize=fontsize, fontname="cour")
+            k += 2
+    return _render_gray(page).copy()
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_a_close_axis_call_goes_to_the_reading_with_a_clear_up_down_cue(
+    turns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepocr_cli.planning import scan
+
+    turned = np.ascontiguousarray(np.rot90(_word_table(), turns))
+    verdict = analyse_scan(turned)
+    assert verdict.blank_measure["structure"] < scan.AXIS_MARGIN  # a close call by the profiles alone
+    assert (verdict.rotation, verdict.orientation) == (90 * turns, "turned")
+    monkeypatch.setattr(scan, "AXIS_BY_UPDOWN", False)  # the lines' length alone leaves it open
+    assert (analyse_scan(turned).rotation, analyse_scan(turned).orientation) == (0, "undecided")
+
+
 def test_a_page_without_lines_is_left_as_it_is_and_says_so() -> None:
     im = Image.new("L", (990, 1400), 255)
     ImageDraw.Draw(im).ellipse((300, 500, 700, 900), outline=0, width=6)  # a drawing, no text
