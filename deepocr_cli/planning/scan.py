@@ -79,12 +79,13 @@ DARK_CELL = 0.45
 EDGE_BAND = 0.09
 #: Light print on dark bars (slide themes, table heads, inverted titles): the estimator's ink is polarity-aware, so
 #: a pixel at least BLANK_MIN_CONTRAST lighter than its BAR_BLOCK-px block's mean, in a block DARK_BAR_CONTRAST
-#: darker than the paper, is print too (it was dropped as "not dark" before, and so were the slide's lines).
+#: darker than the paper, with both its neighbours along the row as dark (a bar, not a bold word), is print too
+#: (it was dropped as "not dark" before, and so were the slide's lines).
 BAR_BLOCK = 16
+DARK_BAR_CONTRAST = 80.0
 #: Pages with fewer dark pixels than this are first checked for a blank shortcut (no dark pixel with two dark
 #: neighbours: nothing can be kept, the binarisation is skipped); pages of print have far more.
 BLANK_SHORTCUT_PIXELS = 20000
-DARK_BAR_CONTRAST = 80.0
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,12 @@ def _light_on_dark(gray: np.ndarray, paper: float) -> np.ndarray | None:
     hh, ww = h // b * b, w // b * b
     if hh == 0 or ww == 0:
         return None
-    means = gray[:hh:2, :ww:2].reshape(hh // b, b // 2, ww // b, b // 2).mean(axis=(1, 3), dtype=np.float32)
+    k = b // 4  # every fourth pixel: a bar is even, its mean needs few samples
+    means = gray[:hh:4, :ww:4].reshape(hh // b, k, ww // b, k).sum(axis=(1, 3), dtype=np.int32) / (k * k)
     dark = means < paper - DARK_BAR_CONTRAST
+    # a bar is wide: a block counts with both its neighbours along the row dark too (a bold word is not a bar)
+    dark[:, 1:-1] &= dark[:, :-2] & dark[:, 2:]
+    dark[:, [0, -1]] = False
     if not dark.any():
         return None
     level = np.where(dark, np.clip(means + BLANK_MIN_CONTRAST, 0, 256), 256).astype(np.int16)
