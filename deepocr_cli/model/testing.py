@@ -301,8 +301,10 @@ def write_random_checkpoint(
     seed: int = 0,
     script: str | None = None,
     prompts: Sequence[str] = tuple(prompt_strings.TASK_PROMPTS.values()),
+    family: str = "ocr1",
+    layout: str = "original",
 ) -> Path:
-    """Write a random DeepSeek-OCR checkpoint folder in the official layout.
+    """Write a random DeepSeek-OCR checkpoint folder (``family="ocr2"``: OCR-2 in ``layout``, see ocr2_testing).
 
     Args:
         path: folder to create (or fill).
@@ -324,6 +326,12 @@ def write_random_checkpoint(
     from deepocr_cli.model.configuration import DeepOcrConfig
     from deepocr_cli.model.modeling import DeepOcrForCausalLM
 
+    if family == "ocr2":
+        from deepocr_cli.model.ocr2_testing import write_random_ocr2_checkpoint as write_ocr2
+
+        return write_ocr2(path, size=size, layout=layout, seed=seed, script=script, prompts=prompts)
+    if family != "ocr1" or layout != "original":
+        raise ValueError(f"unknown checkpoint family/layout {family!r}/{layout!r}")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config = checkpoint_config(size)
