@@ -26,12 +26,9 @@ import numpy as np
 from PIL import Image
 
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
-from deepocr_cli.planning.textlines import STRIP, _strip_popcount
+from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profiles, search_skew, straighten
 
 #: Largest skew searched for and corrected (degrees either way).
-MAX_SKEW = 10.0
-_COARSE_STEP = 0.5  # degrees; a line of text stays sharp over about atan(line height / page width) = 0.6 deg
-_FINE_STEP = 0.1
 #: Text lines run along the axis whose sharpest profile beats the other axis's by this factor; closer calls
 #: leave the page as it is (undecided).
 AXIS_MARGIN = 1.08
@@ -49,8 +46,6 @@ AXIS_UPDOWN_RATIO = 2.0
 UPDOWN_MIN_SCORE = 0.08
 UPDOWN_MIN_FRAGMENTS = 12
 _MARK_PRIOR = 10.0  # marks: a handful says little
-#: Skews below this (degrees) are left alone: straightening them would only resample the page.
-MIN_SKEW = 0.15
 #: Blank pages are judged on the ink that stands out of the page's noise: at least BLANK_MIN_CONTRAST gray
 #: levels darker than the paper (bleed-through from the other side is fainter, light-grey print darker) and at
 #: least NOISE_K deviations of the paper's own texture (measured in 32-px blocks, which sees the blotches JPEG
@@ -123,98 +118,6 @@ class ScanVerdict:
 
 
 # --------------------------------------------------------------------------- skew and axis
-
-
-def _profiles(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row profile of each vertical strip (int32 [H, strips]) and the strips' centres' x from the page centre."""
-    h, w = ink.shape
-    ns = -(-w // STRIP)
-    bits = np.packbits(np.pad(ink, ((0, 0), (0, ns * STRIP - w))), axis=1)
-    prof = _strip_popcount(bits.view(">u2"))
-    xc = (np.arange(ns) + 0.5) * STRIP - w / 2
-    return prof, xc
-
-
-def _column_profiles(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``_profiles`` of the transposed ink without transposing it: the column profile of each horizontal strip
-    (int32 [W, strips]) and the strips' centres' y from the page centre."""
-    h, w = ink.shape
-    ns = -(-h // STRIP)
-    padded = np.zeros((ns * STRIP, w), dtype=bool)
-    padded[:h] = ink
-    prof = padded.view(np.uint8).reshape(ns, STRIP, w).sum(axis=1, dtype=np.int32).T
-    return np.ascontiguousarray(prof), (np.arange(ns) + 0.5) * STRIP - h / 2
-
-
-def _sharpness(prof: np.ndarray, xc: np.ndarray, angles: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Sum of squares of the page profile with each strip shifted by x * tan(angle) (angles in degrees);
-    ``scale``: rows per profile bin (a pooled profile)."""
-    h, ns = prof.shape
-    shifts = np.rint(np.tan(np.radians(angles))[:, None] * xc[None, :] / scale).astype(np.int64)  # [A, ns]
-    m = int(np.abs(shifts).max(initial=0))
-    padded = np.zeros((h + 2 * m, ns), dtype=np.int64)
-    padded[m : m + h] = prof
-    # windows[j] = padded[j : j + h] for every start j (a view): each angle gathers one window per strip
-    windows = np.lib.stride_tricks.sliding_window_view(padded, h, axis=0)  # [2m + 1, ns, h]
-    out = np.empty(len(angles))
-    cols = np.arange(ns)
-    for i, sh in enumerate(shifts):
-        p = windows[m + sh, cols].sum(axis=0)
-        out[i] = float(np.dot(p, p))
-    return out
-
-
-def _pool_rows(prof: np.ndarray) -> np.ndarray:
-    h = prof.shape[0] // 2 * 2
-    return prof[0:h:2] + prof[1:h:2]
-
-
-def _search_skew(prof: np.ndarray, xc: np.ndarray) -> tuple[float, float, float]:
-    """Best angle (degrees), its sharpness normalised (sum of squares x inked bins / ink^2), and the median
-    normalised sharpness over the coarse angles; coarse on a row-pooled profile, fine on the full one."""
-    coarse = np.arange(-MAX_SKEW - _COARSE_STEP, MAX_SKEW + 1.5 * _COARSE_STEP, _COARSE_STEP)
-    pooled = _pool_rows(prof)
-    sc = _sharpness(pooled, xc, coarse, scale=2.0)
-    best = float(coarse[int(np.argmax(sc))])
-    fine = best + np.arange(-_COARSE_STEP, _COARSE_STEP + _FINE_STEP / 2, _FINE_STEP)
-    sf = _sharpness(prof, xc, fine)
-    k = int(np.argmax(sf))
-    angle = float(fine[k])
-    if 0 < k < len(sf) - 1:  # parabola through the peak and its neighbours
-        a, b, c = sf[k - 1], sf[k], sf[k + 1]
-        den = a - 2 * b + c
-        if den < 0:
-            angle += 0.5 * (a - c) / den * _FINE_STEP
-    total = float(prof.sum())
-    inked = max(int(np.count_nonzero(prof.sum(axis=1))), 1)
-    norm = inked / max(total * total, 1.0)
-    return angle, float(sf[k]) * norm, float(np.median(sc)) * 2 * norm
-
-
-def _straight(ink: np.ndarray, axis_rows: bool, angle: float) -> np.ndarray:
-    """The ink with its lines horizontal: turned clockwise when they run along the columns, then sheared."""
-    lines = ink if axis_rows else np.ascontiguousarray(np.rot90(ink, -1))
-    return _shear(lines, angle) if MIN_SKEW <= abs(angle) <= MAX_SKEW else lines
-
-
-def _shear(ink: np.ndarray, angle: float) -> np.ndarray:
-    """The ink with each column shifted up by x * tan(angle): lines at ``angle`` become horizontal (a shear; for
-    10 degrees or less it differs from a rotation by under 2% in glyph shape)."""
-    h, w = ink.shape
-    shifts = np.rint(np.tan(np.radians(angle)) * (np.arange(w) - w / 2)).astype(np.int64)
-    m = int(np.abs(shifts).max(initial=0))
-    if m == 0:
-        return ink
-    out = np.zeros((h + 2 * m, w), dtype=bool)
-    # columns sharing a shift are copied together
-    change = np.flatnonzero(np.diff(shifts)) + 1
-    for a, b in zip(np.r_[0, change], np.r_[change, w], strict=True):
-        s = int(shifts[a])
-        out[m - s : m - s + h, a:b] = ink[:, a:b]
-    return out
-
-
-# --------------------------------------------------------------------------- blank
 
 
 def _texture_sigma(gray: np.ndarray) -> float:
@@ -353,22 +256,22 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
     axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
     if weak.any():
-        prof, xc = _profiles(weak)
-        a_rows, s_rows, _ = _search_skew(prof, xc)
-        prof_t, xc_t = _column_profiles(weak)
-        a_cols, s_cols, _ = _search_skew(prof_t, xc_t)
+        prof, xc = profiles(weak)
+        a_rows, s_rows, _ = search_skew(prof, xc)
+        prof_t, xc_t = column_profiles(weak)
+        a_cols, s_cols, _ = search_skew(prof_t, xc_t)
         # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
         a_cols = -a_cols
         structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
         axis_rows = not rotate or s_rows >= s_cols
         axis_sure = structure > AXIS_MARGIN
         angle = a_rows if axis_rows else a_cols
-    lines = _straight(weak, axis_rows, angle)
+    lines = straighten(weak, axis_rows, angle)
     est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
     if rotate and weak.any() and structure < AXIS_CLEAR:
         # a close call (tables, code, dense reference cards): read the page both ways; along its lines the
         # estimator finds long lines of text, across them short stacks of glyph slices
-        other = _straight(weak, not axis_rows, a_cols if axis_rows else a_rows)
+        other = straighten(weak, not axis_rows, a_cols if axis_rows else a_rows)
         est2, detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)
         per_line, per_line2 = est.chars / max(est.lines, 1), est2.chars / max(est2.lines, 1)
         clear = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)

@@ -23,7 +23,7 @@ def _run_edges(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(d == 1) + 1, np.flatnonzero(d == -1) + 1
 
 
-def _strip_popcount(words16: np.ndarray) -> np.ndarray:
+def strip_popcount(words16: np.ndarray) -> np.ndarray:
     """Set bits per strip of each row: [h, ns * STRIP / 16] big-endian 16-bit words -> int32 [h, ns]."""
     k = STRIP // 16
     c = np.bitwise_count(words16)
@@ -40,7 +40,7 @@ def fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     # the ink as bits, 16 columns a word (STRIP / 16 words a strip): the per-strip sums below are popcounts
     bits = np.packbits(np.pad(ink, ((0, 0), (0, ns * STRIP - w))), axis=1)  # [h, ns * STRIP / 8]
     words16 = bits.view(">u2")
-    prof = _strip_popcount(words16)  # [h, ns] ink per row and strip
+    prof = strip_popcount(words16)  # [h, ns] ink per row and strip
     # strips as rows of one flat array, each padded by an empty row on both ends
     pp = np.zeros((ns, h + 2), dtype=np.int32)
     pp[:, 1:-1] = prof.T
@@ -50,7 +50,7 @@ def fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
     vstart = words16.copy()
     vstart[1:] &= ~words16[:-1]
     vp = np.zeros((ns, h + 2), dtype=np.int32)
-    vp[:, 1:-1] = _strip_popcount(vstart).T
+    vp[:, 1:-1] = strip_popcount(vstart).T
     vcum = np.concatenate(([0], np.cumsum(vp.ravel())))
     if len(starts) == 0:
         return {
