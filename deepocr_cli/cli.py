@@ -108,6 +108,12 @@ def _read_paths(paths: list[Path], null: bool) -> list[Path]:
     return out
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from deepocr_cli.scale.shard import parse_shard
+
+    return parse_shard(text) if text else None
+
+
 def _split_csv(values: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in values.split(",") if v.strip())
 
@@ -149,6 +155,11 @@ def convert(
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: paths on stdin are NUL-separated (find -print0).")] = False,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the Markdown of a single input to stdout; write no files.")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a machine-readable run report on stdout.")] = False,
+    devices: Annotated[str | None, typer.Option(help="One worker process per device, sharing the pages: cuda:0,cuda:1 | all | cpu,cpu.", rich_help_panel="Scale out")] = None,
+    ray: Annotated[str | None, typer.Option(help="Run the model on Ray actors: local, auto or ray://host:port (pip install 'deepocr-cli[ray]').", rich_help_panel="Scale out")] = None,
+    workers: Annotated[int | None, typer.Option(help="With --ray: model replicas (default: one per GPU of the cluster).", rich_help_panel="Scale out")] = None,
+    worker_retries: Annotated[int, typer.Option(help="Times a page whose worker died is retried on another before it is marked failed.", rich_help_panel="Scale out")] = 2,
+    shard: Annotated[str | None, typer.Option(help="Convert only shard I of N (0-based, e.g. 0/4): a stable hash of each document's path.", rich_help_panel="Scale out")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv for debug logs.")] = 0,
 ) -> None:
@@ -173,6 +184,8 @@ def convert(
             formats=_split_csv(fmt), force=force, task=task, max_new_tokens=max_new_tokens,
             max_compression=max_compression, min_mode=min_mode, max_mode=max_mode, escalate=escalate,
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
+            devices=_split_csv(devices) if devices else (), ray=ray, workers=workers,
+            worker_retries=worker_retries, shard=_parse_shard(shard),
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter

@@ -86,10 +86,16 @@ class CliReporter(Reporter):
 
 
 def summary_line(report: RunReport) -> str:
-    """One-line run summary for stderr."""
+    """Run summary for stderr: one line, plus one per worker with --devices / --ray."""
     t = report.to_json()["totals"]
-    return (
+    line = (
         f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
         f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
     )
+    for w in report.workers:
+        line += (f"\n  worker {w['worker']} ({w['device']}{' on ' + w['host'] if w['host'] else ''}): "
+                 f"{w['requests']} requests, {w['generated_tokens']} tokens in {w['busy_s']:.1f} s busy "
+                 f"({w['pages_per_s']:.2f} pages/s, {w['tokens_per_s']:.1f} tokens/s)"
+                 + (f", died {w['deaths']}x" if w["deaths"] else ""))
+    return line

@@ -52,6 +52,10 @@ def convert(
             "no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)"
             + (f"; {len(skipped)} path(s) skipped" if skipped else "")
         )
+    if options.shard is not None:
+        from deepocr_cli.scale.shard import shard_of
+
+        docs = [d for d in docs if shard_of(d.rel, options.shard[1]) == options.shard[0]]
     if options.stdout and len(docs) != 1:
         raise UsageError("--stdout takes exactly one input document")
     if options.output_dir is not None:
@@ -77,7 +81,12 @@ def convert(
 
     if todo:
         engine = engine_factory() if engine_factory else _load_engine(options)
-        Runner(engine, options, reporter, report, model_info, settings).run(todo)
+        if getattr(engine, "remote", False):  # several workers (--devices, --ray): deepocr_cli.scale
+            from deepocr_cli.run.scaled import run_scaled
+
+            run_scaled(engine, todo, options, reporter, report, model_info, settings, close=engine_factory is None)
+        else:
+            Runner(engine, options, reporter, report, model_info, settings).run(todo)
     report.wall_s = time.perf_counter() - start
     return report
 
@@ -129,6 +138,10 @@ def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[
 
 
 def _load_engine(options: ConvertOptions) -> Any:
+    if options.devices or options.ray:
+        from deepocr_cli.scale.engine import open_engine
+
+        return open_engine(options)
     from deepocr_cli.model import load_engine
 
     # DEEPOCR_MEMORY_BUDGET (bytes) caps the memory one batch may plan for, e.g. on a shared GPU.

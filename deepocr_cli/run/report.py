@@ -37,6 +37,7 @@ class RunReport:
     files: list[FileReport] = field(default_factory=list)
     wall_s: float = 0.0
     markdown: dict[str, str] = field(default_factory=dict)  # source -> Markdown, only with stdout=True
+    workers: list[dict] = field(default_factory=list)  # per-worker figures with --devices / --ray
 
     def count(self, status: str) -> int:
         """Number of files with the given status."""
@@ -68,7 +69,10 @@ class RunReport:
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }
-        return {"exit_code": int(self.exit_code), "totals": totals, "files": [f.to_json() for f in self.files]}
+        out = {"exit_code": int(self.exit_code), "totals": totals, "files": [f.to_json() for f in self.files]}
+        if self.workers:
+            out["workers"] = self.workers
+        return out
 
 
 class Reporter:

@@ -1,0 +1,112 @@
+"""`RemoteEngine`: several engines (processes or Ray actors) behind the interface of one.
+
+The runner calls ``prepare`` (here: note the image and its settings, no tensors) and ``generate`` (here: the
+requests go through the `Dispatcher`'s shared queue to whichever worker is idle; each worker prepares and
+generates them with its own engine). Results come back in request order, as from one engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Any
+
+from deepocr_cli import prompts
+from deepocr_cli.options import ConvertOptions
+from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
+from deepocr_cli.scale.pool import Backend, Dispatcher
+from deepocr_cli.scale.tasks import EngineSpec, RemotePrepared, Task
+
+log = logging.getLogger(__name__)
+
+
+class RemoteEngine:
+    """One engine as far as the runner can tell; see the module docstring.
+
+    Attributes:
+        device: the workers' common device ("cpu", "cuda:0"), or their device type when they differ ("cuda").
+        dtype: the workers' compute dtype.
+        dispatcher: the shared queue and the workers' figures.
+    """
+
+    remote = True
+
+    def __init__(self, backend: Backend, max_retries: int = 2) -> None:
+        self.backend = backend
+        self.dispatcher = Dispatcher(backend, max_retries)
+        self._ids = itertools.count()
+        try:
+            infos = self.dispatcher.start()
+        except BaseException:
+            backend.close()
+            raise
+        devices = {i.device for i in infos}
+        labels = {i.label.partition("#")[0] for i in infos}
+        self.device = devices.pop() if len(devices) == 1 and len(labels) == 1 else infos[0].device.split(":")[0]
+        self.dtype = infos[0].dtype
+        self._worker_batch = min(i.batch_size for i in infos)
+
+    @property
+    def workers(self) -> int:
+        """Workers ready now."""
+        return len(self.dispatcher.ready)
+
+    def total_batch(self, batch_size: int | None) -> int:
+        """Requests the runner should gather per generate() call: a batch for every worker."""
+        return (batch_size or self._worker_batch) * max(1, self.backend.size)
+
+    def suggested_batch_size(self, max_new_tokens: int = 8192) -> int:
+        """As an engine's: the requests one generate() call should carry (every worker's batch)."""
+        return self.total_batch(None)
+
+    def prepare(self, image: Any, mode: Mode, prompt: str = prompts.MARKDOWN, min_tiles: int = DEFAULT_MIN_TILES,
+                max_tiles: int = DEFAULT_MAX_TILES, tag: object = None) -> RemotePrepared:
+        """Note the image and how to prepare it; the worker makes the tensors."""
+        return RemotePrepared.of(image, mode, prompt, min_tiles, max_tiles, tag)
+
+    def generate(self, requests: list[RemotePrepared], max_new_tokens: int = 8192, batch_size: int | None = None,
+                 ngram: Any = None, **_: Any) -> list[Any]:
+        """Results of every request in request order: generation results, or `TaskError`s for requests that
+        could not be prepared or kept killing workers."""
+        if not requests:
+            return []
+        if ngram is None:
+            from deepocr_cli.model import NGramConfig
+
+            ngram = NGramConfig()
+        tasks = [Task(next(self._ids), r.pixels, r.image.mode.value, r.prompt, r.min_tiles, r.max_tiles)
+                 for r in requests]
+        answers = self.dispatcher.run(tasks, (max_new_tokens, batch_size, ngram), batch_size or self._worker_batch)
+        for req, res in zip(requests, answers, strict=True):
+            res.tag = req.tag
+        return answers
+
+    def worker_report(self) -> list[dict]:
+        """Per-worker requests, tokens, busy time and rates."""
+        return self.dispatcher.worker_report()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self.backend.close()
+
+
+def engine_spec(options: ConvertOptions) -> EngineSpec:
+    """What each worker loads (DEEPOCR_MEMORY_BUDGET is read here and sent along)."""
+    budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
+    return EngineSpec(options.model, options.revision, "auto", options.dtype, int(budget) if budget else None)
+
+
+def open_engine(options: ConvertOptions) -> RemoteEngine:
+    """The workers ``--devices`` or ``--ray`` asks for, started and loaded."""
+    spec = engine_spec(options)
+    if options.ray:
+        from deepocr_cli.scale.ray_backend import RayBackend
+
+        backend: Backend = RayBackend(spec, options.ray, options.workers)
+    else:
+        from deepocr_cli.scale.local import ProcessBackend, resolve_devices
+
+        backend = ProcessBackend(spec, resolve_devices(options.devices))
+    log.info("starting %d worker(s)", backend.size)
+    return RemoteEngine(backend, options.worker_retries)

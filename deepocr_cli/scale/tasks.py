@@ -1,0 +1,128 @@
+"""What travels between the driver and a worker: page images with how to prepare them, and the answers.
+
+Inputs are shipped, not shared: the driver reads and renders every document (it holds the lock and the
+checkpoint anyway) and sends page images; a worker needs no access to the inputs or the outputs, only to the
+model (a hub id it can download, or a folder that exists on its machine).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How a worker loads its engine (everything picklable)."""
+
+    model: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    memory_budget_bytes: int | None = None
+
+    def load(self) -> Any:
+        """Load the engine this spec names (in the worker): the generation engine where there is one."""
+        import importlib.util
+
+        if importlib.util.find_spec("deepocr_cli.engine") is not None:  # the continuous-batching engine (#14)
+            from deepocr_cli.engine import load_engine
+        else:
+            from deepocr_cli.model import load_engine
+        return load_engine(self.model, revision=self.revision, device=self.device, dtype=self.dtype,
+                           memory_budget_bytes=self.memory_budget_bytes)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the runner reads of a prepared image before it is prepared: its mode, grid and embedding count."""
+
+    mode: Mode
+    grid: tuple[int, int]
+    num_embeddings: int
+
+
+@dataclass
+class RemotePrepared:
+    """A request prepared lazily: the page image and its preparation settings; the worker makes the tensors."""
+
+    pixels: Any  # RGB PIL image
+    image: ImageInfo
+    prompt: str
+    min_tiles: int
+    max_tiles: int
+    tag: object = None
+    max_new_tokens: int | None = None
+
+    @classmethod
+    def of(cls, image: Any, mode: Mode, prompt: str, min_tiles: int, max_tiles: int, tag: object = None
+           ) -> RemotePrepared:
+        """Describe ``image`` prepared in ``mode`` without preparing it (the grid is what prepare_image uses)."""
+        from deepocr_cli.model.image_processing import to_rgb
+
+        rgb = to_rgb(image)
+        mode = Mode(mode)
+        grid = grid_for(mode, *rgb.size, min_tiles, max_tiles)
+        return cls(rgb, ImageInfo(mode, grid, image_embeddings(mode, grid)), prompt, min_tiles, max_tiles, tag)
+
+
+@dataclass
+class Task:
+    """One request on its way to a worker (no tag: the runner's objects stay in the driver)."""
+
+    id: int
+    pixels: Any
+    mode: str
+    prompt: str
+    min_tiles: int
+    max_tiles: int
+
+
+@dataclass
+class TaskError:
+    """A request that produced no answer: its image could not be prepared, or it kept killing workers.
+
+    It stands in for a generation result, so it carries the fields a result has (empty)."""
+
+    stage: str  # "preprocess" | "worker"
+    message: str
+    tag: object = None
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    generated_tokens: int = 0
+    truncated: bool = False
+    seconds: float = 0.0
+    error: str | None = None  # the engine's own error field (out of memory); not used for these
+
+
+@dataclass
+class BatchStats:
+    """What one batch cost a worker."""
+
+    requests: int = 0
+    generated_tokens: int = 0
+    busy_s: float = 0.0
+
+
+def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: int | None, ngram: Any
+              ) -> tuple[list[Any], BatchStats]:
+    """Prepare and generate a batch of tasks with one engine (in a worker); results in task order."""
+    t0 = time.perf_counter()
+    out: list[Any] = [None] * len(tasks)
+    prepared, where = [], []
+    for i, t in enumerate(tasks):
+        try:
+            prepared.append(engine.prepare(t.pixels, Mode(t.mode), t.prompt, t.min_tiles, t.max_tiles))
+            where.append(i)
+        except Exception as e:  # noqa: BLE001 - a bad image fails its page, not the batch
+            out[i] = TaskError("preprocess", f"{type(e).__name__}: {e}")
+    results = engine.generate(prepared, max_new_tokens=max_new_tokens, batch_size=batch_size, ngram=ngram) \
+        if prepared else []
+    for i, res in zip(where, results, strict=True):
+        res.tag = None
+        out[i] = res
+    tokens = sum(r.generated_tokens for r in results)
+    return out, BatchStats(len(tasks), tokens, time.perf_counter() - t0)
