@@ -7,6 +7,7 @@ closes, so a killed driver leaves no workers behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -183,10 +184,8 @@ class ProcessBackend:
     def close(self) -> None:
         """Ask every worker to stop, then make sure they did."""
         for conn in self._conns.values():
-            try:
+            with contextlib.suppress(OSError):
                 conn.send(None)
-            except OSError:
-                pass
         for proc in self._procs.values():
             proc.join(timeout=3)
             if proc.is_alive():
