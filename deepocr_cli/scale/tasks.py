@@ -37,6 +37,25 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
+class PageImage:
+    """An RGB page image as plain bytes: what crosses to a worker (no file name, no handle, no metadata)."""
+
+    size: tuple[int, int]
+    data: bytes
+
+    @classmethod
+    def of(cls, rgb: Any) -> PageImage:
+        """Copy the pixels of an RGB PIL image."""
+        return cls(rgb.size, rgb.tobytes())
+
+    def to_pil(self) -> Any:
+        """The image again, in the worker."""
+        from PIL import Image
+
+        return Image.frombytes("RGB", self.size, self.data)
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """What the runner reads of a prepared image before it is prepared: its mode, grid and embedding count."""
 
@@ -49,7 +68,7 @@ class ImageInfo:
 class RemotePrepared:
     """A request prepared lazily: the page image and its preparation settings; the worker makes the tensors."""
 
-    pixels: Any  # RGB PIL image
+    pixels: PageImage
     image: ImageInfo
     prompt: str
     min_tiles: int
@@ -66,7 +85,7 @@ class RemotePrepared:
         rgb = to_rgb(image)
         mode = Mode(mode)
         grid = grid_for(mode, *rgb.size, min_tiles, max_tiles)
-        return cls(rgb, ImageInfo(mode, grid, image_embeddings(mode, grid)), prompt, min_tiles, max_tiles, tag)
+        return cls(PageImage.of(rgb), ImageInfo(mode, grid, image_embeddings(mode, grid)), prompt, min_tiles, max_tiles, tag)
 
 
 @dataclass
@@ -74,7 +93,7 @@ class Task:
     """One request on its way to a worker (no tag: the runner's objects stay in the driver)."""
 
     id: int
-    pixels: Any
+    pixels: PageImage
     mode: str
     prompt: str
     min_tiles: int
@@ -115,7 +134,7 @@ def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: i
     prepared, where = [], []
     for i, t in enumerate(tasks):
         try:
-            prepared.append(engine.prepare(t.pixels, Mode(t.mode), t.prompt, t.min_tiles, t.max_tiles))
+            prepared.append(engine.prepare(t.pixels.to_pil(), Mode(t.mode), t.prompt, t.min_tiles, t.max_tiles))
             where.append(i)
         except Exception as e:  # noqa: BLE001 - a bad image fails its page, not the batch
             out[i] = TaskError("preprocess", f"{type(e).__name__}: {e}")
