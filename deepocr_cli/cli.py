@@ -124,7 +124,8 @@ def _split_csv(values: str) -> tuple[str, ...]:
     "  deepocr convert scan.pdf --mode gundam --pages 1-3,7\n"
     "  deepocr convert ./archive -o ./out --format json --json > report.json\n"
     "  find . -name '*.pdf' -print0 | deepocr convert - -0\n"
-    "  deepocr convert page.png --stdout | less\n\n" + EXIT_CODES_HELP
+    "  deepocr convert page.png --stdout | less\n"
+    "  deepocr convert ./archive --reparse          # new parser rules, no GPU\n\n" + EXIT_CODES_HELP
 )
 def convert(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders; `-` reads paths from stdin.", show_default=False)],
@@ -154,6 +155,7 @@ def convert(
     render_molecules: Annotated[bool, typer.Option(help="Draw each recognised molecule as PNG beside its crop.")] = False,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: paths on stdin are NUL-separated (find -print0).")] = False,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the Markdown of a single input to stdout; write no files.")] = False,
+    reparse: Annotated[bool, typer.Option("--reparse", help="Rebuild NAME.md/NAME.json/crops from the raw output stored in NAME.json with the current parser; no model is loaded.")] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print a machine-readable run report on stdout.")] = False,
     devices: Annotated[str | None, typer.Option(help="One worker process per device, sharing the pages: cuda:0,cuda:1 | all | cpu,cpu.", rich_help_panel="Scale out")] = None,
     ray: Annotated[str | None, typer.Option(help="Run the model on Ray actors: local, auto or ray://host:port (pip install 'deepocr-cli[ray]').", rich_help_panel="Scale out")] = None,
@@ -191,7 +193,12 @@ def convert(
         from deepocr_cli.progress import CliReporter
 
         with CliReporter(quiet=quiet or stdout and not verbose, verbose=verbose) as reporter:
-            report = run_convert(input_paths, options, reporter=reporter)
+            if reparse:
+                from deepocr_cli.run.reparse import reparse as run_reparse
+
+                report = run_reparse(input_paths, options, reporter=reporter)
+            else:
+                report = run_convert(input_paths, options, reporter=reporter)
     except DeepOcrError as e:
         raise _fail(e, verbose) from None
     except KeyboardInterrupt:
@@ -314,6 +321,41 @@ def plan(
         render_plan_table(result)
     failed = any(f.get("error") for f in result["files"])
     raise typer.Exit(int(ExitCode.PARTIAL if failed else ExitCode.OK))
+
+
+@app.command(
+    name="parse",
+    epilog="\b\nExamples:\n  jq -r '.pages[0].raw_text' paper.json | deepocr parse -\n"
+    "  deepocr parse page.txt --format json --width 1191 --height 1684\n"
+    "  deepocr parse answer.txt --figure\n\n" + EXIT_CODES_HELP,
+)
+def parse_raw(
+    file: Annotated[str, typer.Argument(help="Raw model output of one page (as the JSON's raw_text), or - for stdin.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="md (what NAME.md holds for the page) or json (its page object in NAME.json).")] = "md",
+    width: Annotated[int, typer.Option(help="Width in pixels of the page the model saw.")] = 1000,
+    height: Annotated[int, typer.Option(help="Height in pixels of the page the model saw.")] = 1400,
+    task: Annotated[str, typer.Option(help="markdown (grounded layout blocks) or free (plain OCR).")] = "markdown",
+    figure: Annotated[bool, typer.Option("--figure", help="The text is a deep-parsing answer to `Parse the figure.`")] = False,
+    truncated: Annotated[bool, typer.Option("--truncated", help="The output hit the token limit (raw_text has no EOS to tell).")] = False,
+) -> None:
+    """Print what `convert` writes for one page of raw model output, without the model.
+
+    The same code path as `convert`: markup repairs, tables and captions, headings, loops cut to one copy.
+    """
+    from deepocr_cli.outputs.reparse import render_raw
+
+    try:
+        raw = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        typer.echo(f"deepocr: error: cannot read {file}: {getattr(e, 'strerror', None) or e}", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    if width < 1 or height < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--width/--height")
+    try:
+        sys.stdout.write(render_raw(raw, fmt, width, height, task, figure, truncated))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    raise typer.Exit(int(ExitCode.OK))
 
 
 def main() -> None:

@@ -35,3 +35,27 @@ def scripted_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deepocr_cli.model import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt-scripted"), size="tiny", seed=1, script=SCRIPT)
+
+
+@pytest.fixture(autouse=True)
+def _every_markdown_written_is_clean(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Every Markdown a test renders (each page, as it is rendered) and every Markdown file it writes under its
+    tmp_path passes the CommonMark check (tests/mdcheck.py)."""
+    from mdcheck import assert_clean_markdown
+
+    from deepocr_cli.outputs import markdown
+
+    original = markdown._page_markdown
+
+    def checked(page):  # noqa: ANN001, ANN202 - same signature as the wrapped function
+        parts = original(page)
+        assert_clean_markdown("\n\n".join(parts))
+        return parts
+
+    monkeypatch.setattr(markdown, "_page_markdown", checked)
+    yield
+    tmp = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if tmp is None:
+        return
+    for md in Path(tmp).rglob("*.md"):
+        assert_clean_markdown(md.read_text(encoding="utf-8"))

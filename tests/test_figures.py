@@ -277,8 +277,11 @@ def test_caption_keeps_description_and_escapes_alt_text() -> None:
     assert result.kind == "caption"
     assert result.description is not None and result.description.startswith("A black-and-white photograph")
     assert "<center>" not in result.description
-    assert result.markdown() == ""
+    # The description is visible under the image; the alt text is its first sentence, short.
+    assert result.markdown() == result.description
+    assert MarkdownIt("commonmark").render(result.markdown()).startswith("<p>A black-and-white photograph")
     alt = result.alt_text
+    assert len(alt) <= 100 and alt.endswith("...")
     assert "[" not in alt and "]" not in alt and "\n" not in alt
     rendered = MarkdownIt("commonmark").render(f"![{alt}](images/p001_00.jpg)")
     assert rendered.count("<img") == 1 and 'src="images/p001_00.jpg"' in rendered

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from golden import RAW, H, W, check_golden
+from mdcheck import assert_clean_markdown
 from PIL import Image, ImageDraw
 
 from deepocr_cli.errors import OutputError
@@ -17,6 +18,7 @@ from deepocr_cli.outputs.crops import JPEG_QUALITY, save_page_crops
 from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.page import read_page
 from deepocr_cli.outputs.parse import parse_grounded
 from deepocr_cli.outputs.paths import OutputPaths, output_paths
 from deepocr_cli.outputs.results import SCHEMA_VERSION, DocResult, PageError, PageResult, StoredFigure
@@ -38,11 +40,12 @@ class FakeFigure:
 
 def make_page(index: int, raw_name: str, **kwargs: Any) -> PageResult:
     raw = (RAW / raw_name).read_text(encoding="utf-8")
-    parsed = parse_grounded(raw, W, H)
+    parsed = read_page(raw, W, H)
     page = PageResult(
         index=index, width=W, height=H, mode="gundam", grid=(2, 3), vision_tokens=856, image_embeddings=903,
         raw_text=raw.removesuffix("<｜end▁of▁sentence｜>"), generated_tokens=428, blocks=parsed.blocks,
         timing={"render": 0.25, "preprocess": 0.125, "generate": 4.5}, warnings=parsed.warnings,
+        repetition=parsed.repetition,
     )  # fmt: skip
     for key, value in kwargs.items():
         setattr(page, key, value)
@@ -190,6 +193,7 @@ def test_render_markdown_golden_and_conventions(tmp_path: Path) -> None:
     doc, paths = make_doc(tmp_path)
     md = render_markdown(doc)
     check_golden("document.md", md)
+    assert_clean_markdown(md)
     assert md.startswith("<!-- page 1 -->\n\n# Optical Compression of Long Contexts\n")
     assert [int(n) for n in re.findall(r"^<!-- page (\d+) -->$", md, re.M)] == [1, 2, 3, 4]
     assert md.count("\n---\n") == 3
@@ -219,7 +223,8 @@ def test_markdown_keeps_tables_html_and_collapses_blank_lines(tmp_path: Path) ->
     md = render_markdown(doc)
     assert '<table><tr><td rowspan="2">Mode</td><td colspan="2">English</td>' in md
     assert "Table 2: Edit distance by mode and document type.\n\n<table>" in md
-    assert "N_{vis}\\).\n\nAt ratios below 10x" in md  # four newlines in the output became one blank line
+    assert "N_{vis}$.\n\nAt ratios below 10x" in md  # four newlines in the output became one blank line
+    assert_clean_markdown(md)
 
 
 # --- JSON -----------------------------------------------------------------------------------------
@@ -250,7 +255,7 @@ def test_render_json_golden_and_fields(tmp_path: Path) -> None:
         "message": "CUDA out of memory -- even at batch size 1",
     }
     assert data["totals"] == {
-        "pages": 4, "pages_failed": 1, "pages_truncated": 1,
+        "pages": 4, "pages_failed": 1, "pages_truncated": 1, "pages_repeating": 0,
         "blocks": 9 + 4 + 4, "generated_tokens": 428 * 2 + 8192 + 0, "vision_tokens": 856 * 3 + 256,
         "timing": {"render": 0.75, "preprocess": 0.375, "generate": 13.5},
     }  # fmt: skip

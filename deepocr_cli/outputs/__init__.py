@@ -1,0 +1,1 @@
+"""What a run produces: parsed pages, their Markdown and JSON, figure crops."""

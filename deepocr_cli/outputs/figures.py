@@ -90,19 +90,45 @@ class FigureResult:
             text = json.dumps(self.geometry, indent=2, ensure_ascii=False)
             # One coordinate pair per line instead of three lines per pair.
             return _fence("json", _PAIR_RE.sub(r"[\1, \2]", text))
+        if self.kind == "caption" and self.description:
+            return _description_markdown(self.description)
         return ""
 
     @property
     def alt_text(self) -> str:
         """Alt text for the figure's image link: the description when there is one, else a kind label."""
         if self.description:
-            text = " ".join(self.description.split())
+            text = _short(" ".join(self.description.split()))
             # Brackets would end the link text; parentheses read the same and need no escape.
             return text.replace("\\", "\\\\").replace("[", "(").replace("]", ")")
         if self.kind == "molecule" and self.molecule and self.molecule.get("formula"):
             return f"Chemical structure ({self.molecule['formula']})"
         labels = {"chart": "Chart", "molecule": "Chemical structure", "geometry": "Geometry figure"}
         return labels.get(self.kind, "Figure")
+
+
+#: Longest alt text: a description's first sentence, cut at a word.
+MAX_ALT_CHARS = 100
+_CENTER_TAG_RE = re.compile(r"</?center>", re.IGNORECASE)
+
+
+def _short(text: str) -> str:
+    """The first sentence of a description, at most `MAX_ALT_CHARS` characters (cut at a word, with "...")."""
+    m = re.search(r"[.!?。！？](?=\s|$)", text)
+    sentence = text[: m.end()] if m else text
+    if len(sentence) <= MAX_ALT_CHARS:
+        return sentence.rstrip(".。")
+    cut = sentence[: MAX_ALT_CHARS - 3].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "..."
+
+
+def _description_markdown(text: str) -> str:
+    """A free-text description as visible paragraphs (line breaks inside a paragraph kept as spaces)."""
+    text = _CENTER_TAG_RE.sub("", text).replace("<|", "&lt;|").replace("|>", "|&gt;")
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n[ \t]*\n", text)]
+    # A paragraph must not turn into a heading, list or HTML block by its first character.
+    escaped = (re.sub(r"^(\d+)([.)])", r"\1\\\2", re.sub(r"^([#>+\-*<=])", r"\\\1", p)) for p in paragraphs)
+    return "\n\n".join(p for p in escaped if p)
 
 
 def classify_figure_answer(text: str, truncated: bool = False) -> FigureResult:
@@ -235,8 +261,10 @@ def chart_from_table(table: Table) -> dict[str, Any] | None:
 
 
 def _md_cell(text: str) -> str:
-    """Escape a table cell for GitHub Markdown: one line, backslashes, pipes and ``<`` (no raw HTML)."""
-    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+    """Escape a table cell for GitHub Markdown: one line, backslashes, pipes, ``<`` and ``>`` (no raw HTML, and
+    nothing that reads as a grounding tag)."""
+    return (" ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+            .replace(">", "\\>"))
 
 
 def _markdown_table(columns: list[str], rows: list[list[str]]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepocr_cli.outputs.page import PARSER_VERSION
 from deepocr_cli.outputs.results import SCHEMA_VERSION, DocResult, PageResult
 
 
@@ -30,6 +31,7 @@ def render_json(doc: DocResult) -> dict[str, Any]:
         "pages": len(doc.pages),
         "pages_failed": sum(p.error is not None for p in doc.pages),
         "pages_truncated": sum(p.truncated for p in doc.pages),
+        "pages_repeating": sum(bool(p.repetition) for p in doc.pages),
         "blocks": sum(len(p.blocks) for p in doc.pages),
         "generated_tokens": sum(p.generated_tokens for p in doc.pages),
         "vision_tokens": sum(p.vision_tokens for p in doc.pages),
@@ -37,6 +39,7 @@ def render_json(doc: DocResult) -> dict[str, Any]:
     }
     return {
         "schema_version": SCHEMA_VERSION,
+        "parser_version": PARSER_VERSION,
         "source": {
             "path": doc.source_rel,
             "size": doc.size,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
+
+from deepocr_cli.outputs.tables import MAX_SPAN, Cell, Table, parse_html_table
 
 log = logging.getLogger(__name__)
+
+__all__ = ["MAX_SPAN", "Block", "Box", "Cell", "ParsedPage", "Table", "parse_grounded", "parse_html_table",
+           "strip_eos", "strip_markup", "to_pixels"]
 
 #: End-of-sentence string (id 1). The PDF runner keeps it in the output, and its absence means the
 #: generation hit the token limit (facts §4.2, §5.2).
@@ -18,67 +22,36 @@ _STRAY_SPECIALS = ("<｜begin▁of▁sentence｜>", "<｜▁pad▁｜>", "<|grou
 #: Largest model-space coordinate. The paper speaks of "1000 bins", but upstream de-normalises with
 #: ``int(v / 999 * W)``, so 999 maps to the far edge; we follow the code the model was tuned against.
 COORD_MAX = 999
-#: A span attribute beyond this is a hallucination; clamping it keeps ``Table.grid`` small.
-MAX_SPAN = 1000
 
 _REF_OPEN, _REF_CLOSE = "<|ref|>", "<|/ref|>"
 _DET_OPEN, _DET_CLOSE = "<|det|>", "<|/det|>"
-_TAG_RE = re.compile(r"<\|/?(?:ref|det)\|>")
+#: Any grounding-style special tag (``<|User|>``, ``<|grounding|>``...): never content.
+_ANY_TAG_RE = re.compile(r"<\|/?[A-Za-z_]{1,20}\|>")
+#: What is left of a tag the model broke off: ``<|de``, ``<|ref``, ``det|>``.
+_BROKEN_TAG_RE = re.compile(r"<\|/?[A-Za-z_]{0,20}\|?|(?<![\w|])/?(?:ref|det)\|>")
+#: Strings the output may stop in the middle of (the token limit): a proper prefix of one at the very end is dropped.
+_TAIL_TAGS = ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", "<|grounding|>", "<｜end▁of▁sentence｜>")
+#: A det span left in content (a det with no ref before it is split off earlier; this catches the rest).
+_DET_SPAN_RE = re.compile(r"<\|det\|>[^<]{0,400}?(?:<\|/det\|>|(?=<)|$)")
+#: A coordinate list the model wrote without (or with broken) det tags: ``[[37, 48, 279, 140]]``.
+_COORDS_RE = re.compile(r"\[\s*\[\s*-?\d+(?:\s*,\s*-?\d+){2,5}\s*\](?:\s*,\s*\[[^\[\]]{0,60}\])*\s*\]?")
+#: Tags the model garbles: ``</|det|>``, ``</|/ref|>``, ``<|/ref>``, ``<ref|>``.
+_GARBLED_TAG_RE = re.compile(r"</\|/?(ref|det)\|>|<\|(/?)(ref|det)>|<(/?)(ref|det)\|>")
+#: Layout labels of the released model (facts §5.1). Other identifier-shaped labels are kept (v2 merged
+#: some); anything else inside a ref is text the model put there.
+KNOWN_LABELS = frozenset(
+    {"title", "sub_title", "text", "image", "image_caption", "table", "table_caption", "table_footnote",
+     "equation"}
+)
+_LABEL_RE = re.compile(r"[a-z][a-z_]{1,30}")
 _INNER_LIST_RE = re.compile(r"\[([^\[\]]*)\]")
 _INT_RE = re.compile(r"[+-]?\d+")
 _CENTER_RE = re.compile(r"</?center>", re.IGNORECASE)
 # Upstream rewrites these two macros because common Markdown math renderers lack them (facts §5.2).
 _LATEX_FIXES = ((r"\coloneqq", ":="), (r"\eqqcolon", "=:"))
 
-#: Tags that separate words inside a cell (line breaks, nested tables and blocks).
-_BREAK_TAGS = frozenset({"br", "table", "tr", "td", "th", "p", "div", "li"})
 
 Box = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell.
-
-    Attributes:
-        text: the cell's text, whitespace collapsed, tags removed.
-        rowspan: rows the cell covers (>= 1).
-        colspan: columns the cell covers (>= 1).
-    """
-
-    text: str
-    rowspan: int = 1
-    colspan: int = 1
-
-
-@dataclass(frozen=True)
-class Table:
-    """An HTML table as rows of cells, spans kept as attributes."""
-
-    rows: list[list[Cell]]
-
-    def grid(self) -> list[list[str]]:
-        """Expand rowspan/colspan into a rectangular grid of strings.
-
-        A spanning cell's text is repeated in every position it covers; short rows are padded with
-        ``""``. Row spans that run past the last row are clipped, as browsers do.
-
-        Returns:
-            One list per row, all of the same length.
-        """
-        n_rows = len(self.rows)
-        taken: dict[tuple[int, int], str] = {}
-        for r, row in enumerate(self.rows):
-            c = 0
-            for cell in row:
-                while (r, c) in taken:
-                    c += 1
-                for dr in range(min(cell.rowspan, n_rows - r)):
-                    for dc in range(cell.colspan):
-                        taken[(r + dr, c + dc)] = cell.text
-                c += cell.colspan
-        width = max((c for _, c in taken), default=-1) + 1
-        return [[taken.get((r, c), "") for c in range(width)] for r in range(n_rows)]
 
 
 @dataclass
@@ -106,14 +79,25 @@ class Block:
     figure: object | None = None
     image_path: str | None = None
     image_paths: list[str] = field(default_factory=list)
+    level: int | None = None
+    align: str | None = None
+    caption: int | None = None
+    caption_of: int | None = None
 
 
 @dataclass
 class ParsedPage:
-    """Blocks of one page plus everything that looked wrong while parsing it."""
+    """Blocks of one page plus everything that looked wrong while parsing it.
+
+    Attributes:
+        blocks: the blocks in reading order.
+        warnings: one line per repair.
+        spans: for each block, the ``(start, end)`` character span of the text it came from.
+    """
 
     blocks: list[Block]
     warnings: list[str]
+    spans: list[tuple[int, int]] = field(default_factory=list, compare=False)
 
 
 def to_pixels(box: Box, width: int, height: int) -> Box:
@@ -143,10 +127,84 @@ def _clean_content(text: str) -> str:
     """Post-process one block's Markdown the way upstream does, keeping the content."""
     for old, new in _LATEX_FIXES:
         text = text.replace(old, new)
-    text = _CENTER_RE.sub("", text)
     for special in (EOS, *_STRAY_SPECIALS):
         text = text.replace(special, "")
     return text.strip()
+
+
+def _remove_leaks(text: str) -> tuple[str, list[str]]:
+    """Remove det spans, bare coordinate lists and special tags from content; say what was removed."""
+    removed: list[str] = []
+    for name, pattern in (("boxes", _DET_SPAN_RE), ("coordinate list", _COORDS_RE), ("tag", _ANY_TAG_RE),
+                          ("broken tag", _BROKEN_TAG_RE)):
+        found = pattern.findall(text)
+        if found:
+            removed.extend(f"{name} {f.strip()[:40]!r}" for f in found)
+            text = pattern.sub("\x00", text)
+    # One space where something was cut out of a line, nothing at a line's edge.
+    text = re.sub(r"[ \t]*\x00(?:[ \t]*\x00)*[ \t]*", " ", text) if removed else text
+    text = re.sub(r"^ | $", "", text, flags=re.M) if removed else text
+    return text.strip(), removed
+
+
+def _drop_cut_tag(text: str, warnings: list[str]) -> str:
+    """Remove a tag the output stopped in the middle of (``...<|de`` at the very end)."""
+    cut = text.rfind("<", max(0, len(text) - 24))
+    if cut >= 0 and any(tag.startswith(text[cut:]) and tag != text[cut:] for tag in _TAIL_TAGS):
+        warnings.append(f"output ends inside a tag; dropped {text[cut:]!r}")
+        return text[:cut]
+    return text
+
+
+def _mend_tags(text: str) -> str:
+    """``</|det|>`` -> ``<|/det|>``, ``<|ref>`` -> ``<|ref|>`` and the like."""
+    return _GARBLED_TAG_RE.sub(lambda m: f"<|/{m[1]}|>" if m[1] else f"<|{m[2] or m[4]}{m[3] or m[5]}|>", text)
+
+
+def _repair_markup(text: str, warnings: list[str]) -> str:
+    """Make the tag structure parseable: mend garbled tags, pair lone closes and lone dets.
+
+    A ``<|/ref|>`` with no open ref takes the label word just before it when that is a known label, else it
+    is dropped; a ``<|det|>`` not right after a ``<|/ref|>`` gets an (internal) orphan ref, read as a text
+    block with those boxes.
+    """
+    mended = _mend_tags(text)
+    if mended != text:
+        warnings.append("repaired malformed grounding tags")
+        text = mended
+    out: list[str] = []
+    pos = 0
+    open_ref = False
+    for m in re.finditer(r"<\|(/?)(ref|det)\|>", text):
+        closing, kind = m[1] == "/", m[2]
+        out.append(text[pos : m.start()])
+        pos = m.end()
+        if kind == "ref" and not closing:
+            open_ref = True
+        elif kind == "ref":
+            if not open_ref:
+                before = "".join(out)
+                word = re.search(r"([a-z][a-z_]{1,30})\s*$", before)
+                if word and word[1] in KNOWN_LABELS:
+                    out[:] = [before[: word.start()], _REF_OPEN, word[1]]
+                    warnings.append(f"{_REF_CLOSE} without {_REF_OPEN}: took {word[1]!r} as the label")
+                else:
+                    warnings.append(f"dropped a {_REF_CLOSE} without {_REF_OPEN}")
+                    continue
+            open_ref = False
+        elif not closing and open_ref:
+            warnings.append(f"{_REF_OPEN} closed by {_DET_OPEN}: added the missing {_REF_CLOSE}")
+            out.append(_REF_CLOSE)
+            open_ref = False
+        elif not closing and not "".join(out[-2:]).rstrip().endswith(_REF_CLOSE):
+            out.append(_REF_OPEN + _ORPHAN + _REF_CLOSE)
+        out.append(m.group())
+    out.append(text[pos:])
+    return "".join(out)
+
+
+#: Internal label of a det that had no ref (never appears in output).
+_ORPHAN = "\x00orphan"
 
 
 def _parse_boxes(raw: str, where: str, warnings: list[str]) -> list[Box]:
@@ -181,7 +239,8 @@ def parse_grounded(text: str, width: int, height: int) -> ParsedPage:
 
     Each block is ``<|ref|>LABEL<|/ref|><|det|>[[x1, y1, x2, y2], ...]<|/det|>`` followed by its content
     up to the next ref. Text before the first ref becomes a ``text`` block without boxes. Nothing here
-    raises on bad markup: malformed or truncated tags keep what parses and add a warning.
+    raises on bad markup: malformed or truncated tags keep what parses and add a warning; no tag, box span
+    or coordinate list is left in any block's content.
 
     Args:
         text: raw model output, special tokens kept; a trailing EOS string is removed.
@@ -189,25 +248,30 @@ def parse_grounded(text: str, width: int, height: int) -> ParsedPage:
         height: pixel height of that page.
 
     Returns:
-        The blocks in reading order and the parse warnings.
+        The blocks in reading order, the parse warnings and each block's source span.
     """
     text, _ = strip_eos(text)
     warnings: list[str] = []
     blocks: list[Block] = []
+    spans: list[tuple[int, int]] = []
+    text = _repair_markup(_drop_cut_tag(text, warnings), warnings)
 
-    def add(label: str, boxes: list[Box], content: str, keep_empty: bool = True) -> None:
-        cleaned = _clean_content(content)
-        if _TAG_RE.search(cleaned):
-            warnings.append(f"block {len(blocks)}: removed stray grounding tags")
-            cleaned = _TAG_RE.sub("", cleaned).strip()
+    def add(label: str, boxes: list[Box], content: str, span: tuple[int, int], keep_empty: bool = True) -> None:
+        cleaned, removed = _remove_leaks(_clean_content(content))
+        if removed:
+            warnings.append(f"block {len(blocks)}: removed {', '.join(removed)} from the text")
         if not keep_empty and not cleaned:
             return
+        # <center> is layout, not content: it becomes the block's alignment.
+        align = "center" if _CENTER_RE.search(cleaned) else None
+        cleaned = _CENTER_RE.sub("", cleaned).strip() if align else cleaned
         table = parse_html_table(cleaned) if "<table" in cleaned.lower() else None
         px = [to_pixels(b, width, height) for b in boxes]
-        blocks.append(Block(len(blocks), label, boxes, px, cleaned, table))
+        blocks.append(Block(len(blocks), label, boxes, px, cleaned, table, align=align))
+        spans.append(span)
 
     pos = text.find(_REF_OPEN)
-    add("text", [], text if pos < 0 else text[:pos], keep_empty=False)
+    add("text", [], text if pos < 0 else text[:pos], (0, len(text) if pos < 0 else pos), keep_empty=False)
     while pos >= 0:
         where = f"block {len(blocks)}"
         label_start = pos + len(_REF_OPEN)
@@ -220,10 +284,10 @@ def parse_grounded(text: str, width: int, height: int) -> ParsedPage:
             stop = len(text) if next_ref < 0 else next_ref
             warnings.append(f"{where}: unclosed {_REF_OPEN} ({text[label_start:stop].strip()[:40]!r})")
             if next_ref >= 0:
-                add("text", [], text[label_start:stop], keep_empty=False)
+                add("text", [], text[label_start:stop], (pos, stop), keep_empty=False)
             pos = next_ref
             continue
-        label = text[label_start:label_end].strip() or "text"
+        label, prefix = _read_label(text[label_start:label_end], where, warnings)
         cursor = label_end + len(_REF_CLOSE)
         next_ref = text.find(_REF_OPEN, cursor)
         stop = len(text) if next_ref < 0 else next_ref
@@ -249,11 +313,34 @@ def parse_grounded(text: str, width: int, height: int) -> ParsedPage:
             else:
                 boxes = _parse_boxes(text[det_start:det_end], where, warnings)
                 cursor = det_end + len(_DET_CLOSE)
-        else:
+        elif (bare := _COORDS_RE.match(text, cursor + len(text[cursor:stop]) - len(text[cursor:stop].lstrip()))):
+            warnings.append(f"{where}: boxes written without {_DET_OPEN} tags")
+            boxes = _parse_boxes(bare.group(), where, warnings)
+            cursor = bare.end()
+        elif label != _ORPHAN:
             warnings.append(f"{where}: {label!r} has no {_DET_OPEN} boxes")
-        add(label, boxes, text[cursor:stop])
+        if label == _ORPHAN:
+            warnings.append(f"{where}: {_DET_OPEN} with no {_REF_OPEN} before it, read as a text block")
+            label = "text"
+        add(label, boxes, prefix + text[cursor:stop], (pos, stop))
         pos = next_ref
-    return ParsedPage(blocks, warnings)
+    return ParsedPage(blocks, warnings, spans)
+
+
+def _read_label(raw: str, where: str, warnings: list[str]) -> tuple[str, str]:
+    """The block label, and text to put before the content when the model wrote words inside the ref."""
+    label = raw.strip()
+    if label == _ORPHAN:
+        return label, ""
+    if not label:
+        warnings.append(f"{where}: empty label, read as text")
+        return "text", ""
+    if _LABEL_RE.fullmatch(label):
+        if label not in KNOWN_LABELS:
+            warnings.append(f"{where}: unknown label {label!r}, rendered as text")
+        return label, ""
+    warnings.append(f"{where}: {label[:40]!r} is not a layout label; kept as text")
+    return "text", label + "\n"
 
 
 def strip_markup(text: str) -> str:
@@ -262,104 +349,11 @@ def strip_markup(text: str) -> str:
     Meant for Free-OCR output (no tags) and as a fallback when a grounded page cannot be used.
     """
     text, _ = strip_eos(text)
+    text = _mend_tags(_drop_cut_tag(text, []))
     # A full header (label + boxes) is layout, not content; a lone ref (locate answers) keeps its words.
     text = re.sub(r"<\|ref\|>[^<]*<\|/ref\|>\s*<\|det\|>.*?(?:<\|/det\|>|$)", "", text, flags=re.DOTALL)
-    text = _TAG_RE.sub("", text)
-    text = _clean_content(text)
+    text, _ = _remove_leaks(_clean_content(text))
+    text = _CENTER_RE.sub("", text)
     # Hard-break spaces at a paragraph's end mean nothing; runs of blank lines become one.
     text = re.sub(r"[ \t]+(?=\n[ \t]*\n)", "", text)
     return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)*", "\n\n", text)
-
-
-class _TableParser(HTMLParser):
-    """Collect the first table's rows and cells; tolerant of omitted end tags."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.rows: list[list[Cell]] = []
-        self.found = False
-        self._depth = 0  # nesting depth of <table>; only depth 1 is structure
-        self._done = False
-        self._row: list[Cell] | None = None
-        self._cell: tuple[list[str], int, int] | None = None
-
-    @staticmethod
-    def _span(value: str | None) -> int:
-        try:
-            return min(max(int(value or "1"), 1), MAX_SPAN)
-        except ValueError:
-            return 1
-
-    def _close_cell(self) -> None:
-        if self._cell is not None and self._row is not None:
-            parts, rowspan, colspan = self._cell
-            self._row.append(Cell(" ".join("".join(parts).split()), rowspan, colspan))
-        self._cell = None
-
-    def _close_row(self) -> None:
-        self._close_cell()
-        if self._row is not None:
-            self.rows.append(self._row)
-        self._row = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._done:
-            return
-        if self._cell is not None and tag in _BREAK_TAGS:
-            self._cell[0].append(" ")  # keep words of nested blocks/lines apart
-        if tag == "table":
-            self._depth += 1
-            self.found = True
-        elif self._depth != 1:
-            return
-        elif tag == "tr":
-            self._close_row()
-            self._row = []
-        elif tag in ("td", "th"):
-            self._close_cell()
-            if self._row is None:  # a cell with no <tr> opens a row implicitly
-                self._row = []
-            a = dict(attrs)
-            self._cell = ([], self._span(a.get("rowspan")), self._span(a.get("colspan")))
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._done:
-            return
-        if tag == "table" and self._depth:
-            self._depth -= 1
-            if self._depth == 0:
-                self._close_row()
-                self._done = True
-        elif self._depth != 1:
-            return
-        elif tag in ("td", "th"):
-            self._close_cell()
-        elif tag == "tr":
-            self._close_row()
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None and not self._done:
-            self._cell[0].append(data)
-
-    def finish(self) -> None:
-        """Flush a table the output left open (truncated generation)."""
-        self.close()
-        if not self._done:
-            self._close_row()
-
-
-def parse_html_table(html: str) -> Table | None:
-    """Parse the first HTML table in ``html`` with the standard-library parser.
-
-    Missing ``</td>``/``</tr>``/``</table>`` are tolerated; ``rowspan``/``colspan`` are kept on the cells
-    (bad values become 1). Nested tables contribute their text to the enclosing cell.
-
-    Returns:
-        The table, or None when ``html`` has no ``<table>``.
-    """
-    parser = _TableParser()
-    parser.feed(html)
-    parser.finish()
-    if not parser.found:
-        return None
-    return Table([row for row in parser.rows if row] if parser.rows else [])

@@ -84,6 +84,10 @@ def block_to_json(block: Block) -> dict[str, Any]:
         # Kept beside the figure's own dict so a resumed document renders the same Markdown.
         "alt_text": getattr(figure, "alt_text", None) if figure is not None else None,
         "figure_markdown": figure.markdown() if figure is not None else None,  # type: ignore[attr-defined]
+        "level": block.level,
+        "align": block.align,
+        "caption": block.caption,
+        "caption_of": block.caption_of,
     }
 
 
@@ -108,6 +112,10 @@ def block_from_json(d: dict[str, Any]) -> Block:
         figure=figure,
         image_path=image_path,
         image_paths=list(d.get("image_paths") or ([image_path] if image_path else [])),
+        level=d.get("level"),
+        align=d.get("align"),
+        caption=d.get("caption"),
+        caption_of=d.get("caption_of"),
     )
 
 
@@ -126,6 +134,8 @@ class PageResult:
         raw_text: model output, special tokens kept, EOS removed.
         generated_tokens: tokens generated (EOS included when emitted).
         truncated: generation stopped without EOS (token limit, usually a repetition loop).
+        repetition: loops found in the output and cut to one copy (`deepocr_cli.outputs.repetition.Loop`
+            dicts plus ``block``); a page with loops is retried one mode up in auto mode.
         blocks: parsed layout blocks.
         timing: seconds per stage: render, preprocess, generate.
         plan: auto-mode record: estimate, source, chosen mode, predicted/actual ratio, at_risk, attempts.
@@ -143,6 +153,7 @@ class PageResult:
     raw_text: str = ""
     generated_tokens: int = 0
     truncated: bool = False
+    repetition: list[dict] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     plan: dict | None = None
@@ -169,6 +180,7 @@ class PageResult:
             "raw_text": self.raw_text,
             "generated_tokens": self.generated_tokens,
             "truncated": self.truncated,
+            "repetition": list(self.repetition),
             "blocks": [block_to_json(b) for b in self.blocks],
             "timing": dict(self.timing),
             "plan": self.plan,
@@ -196,6 +208,7 @@ class PageResult:
             raw_text=d.get("raw_text", ""),
             generated_tokens=int(d.get("generated_tokens", 0)),
             truncated=bool(d.get("truncated", False)),
+            repetition=list(d.get("repetition") or []),
             blocks=[block_from_json(b) for b in d.get("blocks", [])],
             timing={k: float(v) for k, v in (d.get("timing") or {}).items()},
             plan=d.get("plan"),

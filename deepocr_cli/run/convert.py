@@ -67,7 +67,7 @@ def convert(
     model_info = {"id": options.model, "revision": options.revision}
     settings = options.output_settings()
     todo: list[Doc] = []
-    for src, paths_ in zip(docs, _assign_outputs(docs, options.output_dir), strict=True):
+    for src, paths_ in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
         try:
             sha = sha256_file(src.path)
         except OSError as e:
@@ -115,7 +115,7 @@ def _refresh_outputs(doc: Doc, stale: list[str], report: RunReport, reporter: Re
     return True
 
 
-def _assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
+def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
     """Output paths per document, never shared: `a.pdf` and `a.png` in one folder (or two input
     trees mirrored into one --output-dir) get `a.pdf.md` / `a.png.md`, then numbered stems."""
 

@@ -50,6 +50,7 @@ def _file_report(doc: Doc) -> FileReport:
     fr = FileReport(
         str(doc.src.path), {"ok": "converted"}.get(result.status, result.status),
         pages=len(result.pages), truncated_pages=truncated, failed_pages=failed,
+        repeating_pages=sum(1 for p in result.pages if p.repetition),
         vision_tokens=sum(p.vision_tokens for p in result.pages),
         generated_tokens=sum(p.generated_tokens for p in result.pages),
     )
@@ -58,6 +59,8 @@ def _file_report(doc: Doc) -> FileReport:
             f"p{p.index + 1}: {p.error.message}" for p in result.pages if p.error)[:500]
     elif truncated:
         fr.reason = f"{truncated} page(s) truncated (no end of sequence within --max-new-tokens)"
+    elif fr.repeating_pages:
+        fr.reason = f"{fr.repeating_pages} page(s) repeated text in a loop; one copy kept (see the page's repetition)"
     return fr
 
 

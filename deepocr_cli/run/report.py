@@ -18,6 +18,7 @@ class FileReport:
     outputs: list[str] = field(default_factory=list)
     pages: int = 0
     truncated_pages: int = 0
+    repeating_pages: int = 0
     failed_pages: int = 0
     vision_tokens: int = 0
     generated_tokens: int = 0

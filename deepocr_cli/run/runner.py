@@ -21,7 +21,9 @@ from typing import Any
 
 from deepocr_cli import prompts
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.outputs.parse import Block, parse_grounded, strip_markup
+from deepocr_cli.outputs.page import read_page
+from deepocr_cli.outputs.parse import strip_eos
+from deepocr_cli.outputs.repetition import find_loops
 from deepocr_cli.outputs.results import PageError, PageResult
 from deepocr_cli.planning import rates
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, vision_tokens
@@ -147,7 +149,8 @@ class Runner:
         ctx, work, page, opt = self.ctx, req.work, req.work.page, self.ctx.options
         attempt = work.attempts[-1]
         attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
-                       actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3))
+                       actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3),
+                       repeating=_repeats(res.text))
         if self._should_escalate(work, res):
             up = escalation_target(ctx, Mode(attempt["mode"]))
             assert up is not None
@@ -158,7 +161,7 @@ class Runner:
             ctx.internal.append(page_request(ctx, work, up, attempt=1))
             return
         first, work.first = work.first, None
-        if first is not None and first[0].truncated is False and res.truncated:
+        if first is not None and not _bad(work.attempts[0]) and _bad(attempt):
             # The escalated run looped where the first did not: keep the first attempt.
             res, mode, grid = first
             page.mode, page.grid = mode, grid
@@ -171,11 +174,8 @@ class Runner:
             page.plan["actual_ratio"] = round(ratio, 3)
             page.plan["at_risk"] = bool(ratio > opt.max_compression)
         try:
-            if opt.task == "markdown":
-                parsed = parse_grounded(res.text, page.width, page.height)
-                page.blocks, page.warnings = parsed.blocks, list(parsed.warnings)
-            else:
-                page.blocks = [Block(index=0, label="text", boxes=[], boxes_px=[], content=strip_markup(res.text))]
+            parsed = read_page(res.text, page.width, page.height, opt.task)
+            page.blocks, page.warnings, page.repetition = parsed.blocks, list(parsed.warnings), parsed.repetition
         except Exception as e:  # noqa: BLE001 - the parser is tolerant; this guards against a bug losing a page
             page.error = PageError("parse", f"{type(e).__name__}: {e}")
         if page.truncated:
@@ -190,7 +190,8 @@ class Runner:
         from deepocr_cli.planning.autoplan import needs_escalation
 
         ratio = work.attempts[-1]["actual_ratio"]
-        return needs_escalation(res.truncated, ratio, self.ctx.options.max_compression)
+        # A page that looped (even one that then ended normally) is retried one mode up, like a truncated one.
+        return needs_escalation(_bad(work.attempts[-1]), ratio, self.ctx.options.max_compression)
 
     def _submit_figures(self, work: Page) -> None:
         opt = self.ctx.options
@@ -218,3 +219,21 @@ class Runner:
         req.work.figures_pending -= 1
         if req.work.figures_pending == 0:
             finish_page(self.ctx, req.work)
+
+
+def _repeats(text: str) -> bool:
+    """Whether a page's output holds a loop (see `deepocr_cli.outputs.repetition`)."""
+    return bool(find_loops(strip_eos(text)[0]))
+
+
+def retry_reason(text: str, truncated: bool) -> str | None:
+    """Why an answer is worth a retry one mode up: ``truncated`` (token limit), ``repetition`` (a loop, even
+    one the model then ended normally), or None."""
+    if truncated:
+        return "truncated"
+    return "repetition" if _repeats(text) else None
+
+
+def _bad(attempt: dict) -> bool:
+    """An attempt worth retrying (or not worth keeping over a clean one): truncated or looping."""
+    return bool(attempt.get("truncated")) or bool(attempt.get("repeating"))

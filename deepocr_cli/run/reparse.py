@@ -1,0 +1,136 @@
+"""`convert --reparse`: rebuild NAME.md / NAME.json / crops from the ``raw_text`` each NAME.json already holds, with
+the current parser, without loading the model.
+
+Crops need the page image, not the model: the source page is rendered again at the size the model saw. When the
+source has changed since it was converted (its SHA-256 differs) or cannot be read, crops are not redrawn and the
+old crop files stay linked where their boxes are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deepocr_cli.errors import DeepOcrError, InputError, NoInputError
+from deepocr_cli.inputs.discover import SourceDoc, find_documents
+from deepocr_cli.inputs.render import open_document
+from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.crops import save_page_crops
+from deepocr_cli.outputs.formats import FORMATS, write_document
+from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.reparse import reparse_page
+from deepocr_cli.outputs.results import PageResult
+from deepocr_cli.outputs.stored import load_stored
+from deepocr_cli.run.convert import assign_outputs
+from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.state import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def reparse(paths: Sequence[Path], options: ConvertOptions, reporter: Reporter | None = None) -> RunReport:
+    """Re-render every input's outputs from its stored raw model output.
+
+    Args:
+        paths: the same inputs `convert` took (files or folders); each needs its NAME.json.
+        options: where outputs are (``output_dir``), which formats to write, ``stdout``.
+        reporter: progress sink.
+
+    Returns:
+        The run report: ``converted`` per rebuilt file, ``failed`` (with the reason) per file without a usable
+        JSON; nothing is half-written.
+
+    Raises:
+        NoInputError: no supported input.
+    """
+    start = time.perf_counter()
+    reporter = reporter or Reporter()
+    report = RunReport()
+    docs, skipped = find_documents(
+        list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
+    )
+    reporter.run_started(len(docs) + len(skipped))
+    for s in skipped:
+        file_failed(report, reporter, str(s.path), s.reason)
+    if not docs:
+        raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
+    for src, out in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
+        try:
+            fr = _reparse_one(src, out, options, report)
+        except DeepOcrError as e:
+            file_failed(report, reporter, str(src.path), str(e))
+            continue
+        except OSError as e:
+            file_failed(report, reporter, str(src.path), f"output not writable: {e.strerror or e}", output=True)
+            continue
+        report.files.append(fr)
+        reporter.doc_done(fr)
+    report.wall_s = time.perf_counter() - start
+    return report
+
+
+def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, report: RunReport) -> FileReport:
+    try:
+        doc = load_stored(out.json, src.path)
+    except FileNotFoundError:
+        raise DeepOcrError(f"{out.json}: no JSON output to reparse; convert it first") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DeepOcrError(f"{out.json}: not a deepocr JSON output ({type(e).__name__}: {e})") from None
+    pages = doc.pages
+    task = doc.settings.get("task", "markdown")
+    old_links = {
+        (p.index, tuple(b.boxes)): (b.index, list(b.image_paths)) for p in pages for b in p.blocks if b.image_paths
+    }
+    for page in pages:
+        reparse_page(page, task)
+    crops_note = _redraw_crops(src, out, pages, doc.sha256, old_links, options)
+    fr = FileReport(
+        str(src.path), "converted", "reparsed" + (f"; {crops_note}" if crops_note else ""), pages=len(pages),
+        truncated_pages=sum(p.truncated for p in pages), failed_pages=sum(p.error is not None for p in pages),
+        repeating_pages=sum(bool(p.repetition) for p in pages),
+        vision_tokens=sum(p.vision_tokens for p in pages), generated_tokens=sum(p.generated_tokens for p in pages),
+    )
+    if options.stdout:
+        report.markdown[fr.source] = render_markdown(doc)
+    else:
+        # Every output the document already has is rebuilt too, so none keeps the old parser's reading.
+        present = [name for name, fmt in FORMATS.items() if fmt.path(out).exists()]
+        fr.outputs = [str(p) for p in write_document(doc, out, [*options.formats, *present])]
+    return fr
+
+
+def _redraw_crops(
+    src: SourceDoc, out: OutputPaths, pages: list[PageResult], sha256: str,
+    old_links: dict[tuple[int, tuple], tuple[int, list[str]]], options: ConvertOptions,
+) -> str | None:
+    """Save the crops of the reparsed image blocks; returns why they were not redrawn, if they were not."""
+    wanted = [p for p in pages if any(b.label == "image" and b.boxes for b in p.blocks)]
+    if not wanted or options.stdout:
+        return None
+    reason = None
+    try:
+        if sha256_file(src.path) != sha256:
+            reason = "source changed since it was converted"
+    except OSError as e:
+        reason = f"source unreadable ({e.strerror or e})"
+    if reason is None:
+        try:
+            with open_document(src) as reader:
+                for page in wanted:
+                    image = reader.render(page.index, (page.width, page.height))
+                    save_page_crops(page, image, out)
+                    page.warnings = list(dict.fromkeys(page.warnings))
+            return None
+        except InputError as e:
+            reason = f"source unreadable ({e})"
+    # Keep the old crop files linked where a block kept its boxes (and so its crop).
+    for page in wanted:
+        for block in page.blocks:
+            old = old_links.get((page.index, tuple(block.boxes)))
+            if block.label == "image" and old is not None:
+                block.image_paths = old[1]
+                block.image_path = old[1][0] if old[1] else None
+    return f"crops not redrawn: {reason}"
