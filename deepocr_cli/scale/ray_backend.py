@@ -7,7 +7,10 @@ deepocr-cli installed and the model reachable, not the inputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from deepocr_cli.errors import UsageError
@@ -33,14 +36,30 @@ def connect(address: str) -> tuple[Any, bool]:
         raise UsageError(f"--ray takes local, auto or ray://host:port, got {address!r}")
     if ray.is_initialized():
         return ray, False
-    if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        return ray, True
-    try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except ConnectionError as e:
-        raise UsageError(f"--ray {address}: no Ray cluster reachable ({e})") from e
+    with _keep_sigterm_handler():
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return ray, True
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as e:
+            raise UsageError(f"--ray {address}: no Ray cluster reachable ({e})") from e
     return ray, False
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init installs a SIGTERM handler that aborts the process; keep ours (finish, release, exit 130)."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(signal.SIGTERM, previous)
 
 
 class _EngineActor:
