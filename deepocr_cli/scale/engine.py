@@ -82,6 +82,25 @@ class RemoteEngine:
             res.tag = req.tag
         return answers
 
+    # ----- the continuous-batching engine's interface (issue #14): a scheduler fed one request at a time
+
+    def engine_request(self, request: RemotePrepared, max_new_tokens: int) -> tuple[RemotePrepared, int]:
+        """The scheduler's view of a request (as the engine's engine_request)."""
+        limit = request.max_new_tokens if request.max_new_tokens is not None else max_new_tokens
+        return request, limit
+
+    def scheduler(self, slots: int | None = None, ngram: Any = None, **_: Any) -> RemoteScheduler:
+        """A scheduler over the workers: ``slots`` requests in flight over all of them."""
+        if ngram is None:
+            from deepocr_cli.model import NGramConfig
+
+            ngram = NGramConfig()
+        return RemoteScheduler(self, slots or self.total_batch(None), ngram)
+
+    def result(self, done: Any) -> Any:
+        """A finished request's result, with its request's tag (as the engine's result)."""
+        return done
+
     def worker_report(self) -> list[dict]:
         """Per-worker requests, tokens, busy time and rates."""
         return self.dispatcher.worker_report()
@@ -110,3 +129,61 @@ def open_engine(options: ConvertOptions) -> RemoteEngine:
         backend = ProcessBackend(spec, resolve_devices(options.devices))
     log.info("starting %d worker(s)", backend.size)
     return RemoteEngine(backend, options.worker_retries)
+
+
+class RemoteScheduler:
+    """The scheduler interface a continuous-batching runner drives (``add``, ``step``, ``has_work``,
+    ``waiting``, ``slots``, ``metrics``), over the dispatcher: ``add`` queues a request, ``step`` hands batches
+    to idle workers and returns whatever finished (within half a second)."""
+
+    def __init__(self, engine: RemoteEngine, slots: int, ngram: Any) -> None:
+        self.engine = engine
+        self.slots = slots
+        self.ngram = ngram
+        self._by_id: dict[int, RemotePrepared] = {}
+        self._limit = 8192
+        self.metrics = _PoolMetrics(engine)
+
+    @property
+    def waiting(self) -> Any:
+        """Requests queued and not yet given to a worker."""
+        return self.engine.dispatcher._queue
+
+    @property
+    def has_work(self) -> bool:
+        """Whether requests are queued or in flight."""
+        return self.engine.dispatcher.outstanding > 0
+
+    def add(self, item: tuple[RemotePrepared, int]) -> int:
+        """Queue one request (from engine_request)."""
+        request, self._limit = item
+        task = Task(next(self.engine._ids), request.pixels, request.image.mode.value, request.prompt,
+                    request.min_tiles, request.max_tiles)
+        self._by_id[task.id] = request
+        self.engine.dispatcher.submit([task])
+        return task.id
+
+    def step(self) -> list[Any]:
+        """Results that finished since the last step (generation results or TaskErrors), tagged."""
+        per_worker = max(1, self.slots // max(1, self.engine.backend.size))
+        answers = self.engine.dispatcher.poll((self._limit, per_worker, self.ngram), per_worker, 0.5)
+        out = []
+        for task_id, res in answers.items():
+            res.tag = self._by_id.pop(task_id).tag
+            out.append(res)
+        return out
+
+
+class _PoolMetrics:
+    """Run totals over every worker, in the shape of the engine's metrics report."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        self.engine = engine
+
+    def report(self) -> dict[str, float | int]:
+        workers = self.engine.worker_report()
+        tokens = sum(w["generated_tokens"] for w in workers)
+        busy = sum(w["busy_s"] for w in workers)
+        pages = sum(w["requests"] for w in workers)
+        return {"generated_tokens": tokens, "generated_tok_per_s": round(tokens / busy, 2) if busy else 0.0,
+                "pages": pages, "pages_per_s": round(pages / busy, 4) if busy else 0.0, "workers": len(workers)}

@@ -110,8 +110,10 @@ class ProcessBackend:
         self._ctx = mp.get_context("spawn")  # fork would copy the driver's threads and CUDA state
         self._procs: dict[int, Any] = {}
         self._conns: dict[int, Connection] = {}
+        # CPU workers share the cores (OMP_NUM_THREADS, when set, caps each one).
         n_cpu = sum(1 for d in devices if d == "cpu")
-        self._threads = max(1, (os.cpu_count() or 1) // n_cpu) if n_cpu else None
+        cap = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else 1 << 16
+        self._threads = max(1, min(cap, (os.cpu_count() or 1) // n_cpu)) if n_cpu else None
 
     def label(self, worker: int) -> str:
         """How the report names a worker: its device, numbered when several share one (cpu#0, cpu#1)."""

@@ -114,6 +114,8 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self._busy: dict[int, list[_Pending]] = {}
         self._starting: set[int] = set()
+        self._queue: deque[_Pending] = deque()
+        self._outstanding = 0
         self._max_restarts = 4 + 4 * self.backend.size
 
     def start(self) -> list[WorkerInfo]:
@@ -139,15 +141,32 @@ class Dispatcher:
 
     def run(self, tasks: list[Task], params: tuple, batch_size: int) -> list[Any]:
         """Answer every task (a generation result or a TaskError), in task order."""
-        queue: deque[_Pending] = deque(_Pending(t) for t in tasks)
+        self.submit(tasks)
         answers: dict[int, Any] = {}
         while len(answers) < len(tasks):
-            self._dispatch(queue, params, batch_size)
-            if not self._busy and not self._starting:
-                raise ModelError("every worker is gone and none could be restarted")
-            for ev in self.backend.wait(0.5):
-                self._on_event(ev, queue, answers)
+            answers.update(self.poll(params, batch_size, 0.5))
         return [answers[t.id] for t in tasks]
+
+    def submit(self, tasks: list[Task]) -> None:
+        """Queue tasks; `poll` hands them to workers and collects their answers."""
+        self._queue.extend(_Pending(t) for t in tasks)
+        self._outstanding += len(tasks)
+
+    @property
+    def outstanding(self) -> int:
+        """Tasks submitted and not answered yet (queued or in flight)."""
+        return self._outstanding
+
+    def poll(self, params: tuple, batch_size: int, timeout: float) -> dict[int, Any]:
+        """Give idle workers batches of at most ``batch_size``, then wait up to ``timeout`` s for answers."""
+        self._dispatch(self._queue, params, batch_size)
+        if self._outstanding and not self._busy and not self._starting:
+            raise ModelError("every worker is gone and none could be restarted")
+        answers: dict[int, Any] = {}
+        for ev in self.backend.wait(timeout):
+            self._on_event(ev, self._queue, answers)
+        self._outstanding -= len(answers)
+        return answers
 
     def _dispatch(self, queue: deque[_Pending], params: tuple, batch_size: int) -> None:
         idle = [w for w in self.ready if w not in self._busy]
@@ -180,7 +199,7 @@ class Dispatcher:
             batch = self._busy.pop(w)
             assert ev.results is not None and ev.stats is not None and len(ev.results) == len(batch)
             for p, res in zip(batch, ev.results, strict=True):
-                answers.setdefault(p.task.id, res)
+                answers[p.task.id] = res
             st = self.stats[w]
             st.requests += ev.stats.requests
             st.generated_tokens += ev.stats.generated_tokens

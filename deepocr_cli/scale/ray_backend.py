@@ -94,6 +94,10 @@ class RayBackend:
             # One replica per GPU; without GPUs, one CPU replica per node.
             workers = gpus or max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
         self.size = workers
+        have = gpus if self.use_gpu else int(ray.cluster_resources().get("CPU", 0))
+        if workers > have:
+            log.warning("%d Ray workers asked for, the cluster has %d %s now: the rest wait for the autoscaler "
+                        "(or forever, on a fixed cluster)", workers, have, "GPUs" if self.use_gpu else "CPUs")
         self.spec = EngineSpec(spec.model, spec.revision, "cuda" if self.use_gpu else "cpu", spec.dtype,
                                spec.memory_budget_bytes)
         self._cls = ray.remote(num_gpus=1, num_cpus=1)(_EngineActor) if self.use_gpu else \
