@@ -2,9 +2,11 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch 2.13.0: on CPU-only machines this resolves to the local CPU wheel (no CUDA downloads);
-# on a CUDA machine PyPI's default 2.13.0 build carries CUDA. Override with `make install TORCH=...`.
+# torch 2.13.0 from pip's default index, unless TORCH_INDEX names one: PyPI's Linux wheel is the CUDA build
+# (GBs of NVIDIA libraries); CPU-only machines want TORCH_INDEX=https://download.pytorch.org/whl/cpu, GPU
+# machines a cuXXX index (README, "Which torch you get"). Override the pin with `make install TORCH=...`.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: help install test lint demo bench clean
 
@@ -14,7 +16,7 @@ help:  ## list targets
 install:  ## create .venv and install deepocr with its dev tools
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@$(BIN)/deepocr --version
 

@@ -313,7 +313,8 @@ def run_deepocr(checkpoint: Path, cases: list[dict], threads: int) -> list[dict]
     import torch
     from PIL import Image
 
-    from deepocr_cli.model import NGramConfig, load_engine
+    from deepocr_cli.engine import load_engine
+    from deepocr_cli.model import NGramConfig
     from deepocr_cli.planning.modes import Mode
 
     torch.set_num_threads(threads)

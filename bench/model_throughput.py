@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
+from deepocr_cli.engine import load_engine
+from deepocr_cli.model import NGramConfig, write_random_checkpoint
 from deepocr_cli.planning.modes import Mode
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             for batch in sizes:
                 if engine.device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(engine.device)
-                engine.stats = type(engine.stats)()
+                engine.metrics = type(engine.metrics)()
                 t0 = time.perf_counter()
                 results = engine.generate(
                     [request] * batch,
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 wall = time.perf_counter() - t0
                 tokens = sum(r.generated_tokens for r in results)
-                st = engine.stats
+                st = engine.metrics
                 print(
                     f"{mode.value:<8}{batch:>6}{st.encode_s:>10.3f}{st.prefill_s:>11.3f}{st.decode_s:>10.3f}"
                     f"{tokens / max(st.decode_s, 1e-9):>11.1f}{batch / wall:>9.2f}{_peak_memory_mb(engine.device):>10.0f}"

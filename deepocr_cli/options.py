@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from deepocr_cli.planning.modes import MAX_ALLOWED_TILES, MODE_ORDER, Mode
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
 AUTO = "auto"
 TASKS = ("markdown", "free")
+#: Output settings judged per page rather than in the document key (see `ConvertOptions.key_settings`).
+PAGE_LEVEL_SETTINGS = ("max_new_tokens",)
+#: `--device` values: auto, cpu, mps, cuda or cuda:N (availability is checked when the model loads).
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+#: `--dtype` spellings, as `model.loading.resolve_dtype` accepts them.
+DTYPES = ("auto", "bfloat16", "bf16", "float16", "fp16", "half", "float32", "fp32", "float")
 
 
 def default_model() -> str:
@@ -51,6 +58,7 @@ class ConvertOptions:
     ngram_size: int = 20
     ngram_window: int = 50
     stdout: bool = False
+    retry_truncated: bool = False
     # Scale-out (deepocr_cli.scale); none of these changes a document's output.
     devices: tuple[str, ...] = ()  # one worker process per device: ("cuda:0", "cuda:1"), ("all",), ("cpu", "cpu")
     ray: str | None = None  # local | auto | ray://host:port
@@ -82,6 +90,17 @@ class ConvertOptions:
             raise UsageError("--max-compression must be positive")
         if self.deep_max_per_page < 0:
             raise UsageError("--deep-max-per-page must be >= 0")
+        if self.pages is not None:
+            from deepocr_cli.inputs.render import parse_page_ranges
+
+            try:  # syntax only: which pages exist is a question for each document
+                parse_page_ranges(self.pages, 1)
+            except ValueError as e:
+                raise UsageError(f"--pages: {e}") from None
+        if not DEVICE_RE.fullmatch(str(self.device)):
+            raise UsageError(f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if self.dtype is not None and str(self.dtype).lower() not in DTYPES:
+            raise UsageError(f"--dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
         self._check_scale()
 
     def _check_scale(self) -> None:
@@ -97,10 +116,19 @@ class ConvertOptions:
             raise UsageError("--shard takes I/N with 0 <= I < N")
 
     def output_settings(self) -> dict:
-        """The settings that determine a document's output; a change of any of them reconverts it."""
+        """The settings that determine a document's output (recorded in its JSON)."""
         keep = (
             "mode", "min_tiles", "max_tiles", "pages", "task", "max_new_tokens", "max_compression",
             "min_mode", "max_mode", "escalate", "deep", "deep_max_per_page", "ngram_size", "ngram_window",
         )
         d = asdict(self)
         return {k: d[k] for k in keep}
+
+    def key_settings(self) -> dict:
+        """The settings in a document's up-to-date key: a change of any of them reconverts it.
+
+        `--max-new-tokens` is judged page by page instead (greedy decoding gives the same text under any limit
+        the page stayed within): a page that ended within the new limit is kept, a truncated one is retried when
+        the limit changed (`run.state.page_still_valid`).
+        """
+        return {k: v for k, v in self.output_settings().items() if k not in PAGE_LEVEL_SETTINGS}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 
 from deepocr_cli.outputs.results import PageResult
-from deepocr_cli.run.report import FileReport, Reporter, RunReport
+from deepocr_cli.run.report import STATUSES, FileReport, Reporter, RunReport
 
 log = logging.getLogger("deepocr")
 
@@ -63,6 +64,14 @@ class CliReporter(Reporter):
         elif not self.quiet:
             log.info("converting %s (%d page%s)", source, pages, "" if pages == 1 else "s")
 
+    def doc_resumed(self, source: str, done: int, total: int) -> None:
+        name = Path(source).name
+        if self._progress is not None:
+            self._progress.update(self._pages_task, advance=done)
+            self._progress.console.print(f"resuming {name}: {done} of {total} pages already done")
+        elif not self.quiet:
+            log.info("resuming %s: %d of %d pages already done", name, done, total)
+
     def page_done(self, source: str, page: PageResult) -> None:
         self.pages += 1
         self.tokens += page.generated_tokens
@@ -88,14 +97,29 @@ class CliReporter(Reporter):
 def summary_line(report: RunReport) -> str:
     """Run summary for stderr: one line, plus one per worker with --devices / --ray."""
     t = report.to_json()["totals"]
+    files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
+    resumed = f" (+{t['resumed_pages']} resumed)" if t["resumed_pages"] else ""
     line = (
-        f"deepocr: {t['converted']} converted, {t['partial']} partial, {t['skipped']} skipped, "
-        f"{t['busy']} busy, {t['failed']} failed; {t['pages']} pages, {t['vision_tokens']} vision tokens, "
+        f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
+        + engine_line(report.engine)
     )
+    if t["truncated_pages"]:
+        kept, new = t["truncated_kept"], t["truncated_pages"] - t["truncated_kept"]
+        line += f"; truncated pages: {new} new" + (
+            f", {kept} kept from earlier runs with the same settings (--retry-truncated retries them)" if kept else "")
     for w in report.workers:
         line += (f"\n  worker {w['worker']} ({w['device']}{' on ' + w['host'] if w['host'] else ''}): "
                  f"{w['requests']} requests, {w['generated_tokens']} tokens in {w['busy_s']:.1f} s busy "
                  f"({w['pages_per_s']:.2f} pages/s, {w['tokens_per_s']:.1f} tokens/s)"
                  + (f", died {w['deaths']}x" if w["deaths"] else ""))
     return line
+
+
+def engine_line(m: dict) -> str:
+    """The scheduler's figures (``EngineMetrics.report()``) for a summary line; empty when the model never ran."""
+    if not m:
+        return ""
+    return (f"; engine {m['generated_tok_per_s']:.1f} tok/s, slot occupancy {m['slot_occupancy']:.0%} "
+            f"(avg {m['avg_running_sequences']:.1f} of {m['slots']} running), KV peak "
+            f"{m['kv_peak_bytes'] / 2**20:.1f} MiB, {m['preemptions']} preemptions")

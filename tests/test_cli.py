@@ -267,7 +267,8 @@ def test_exit_130_sigterm_keeps_finished_pages_and_rerun_resumes(random_checkpoi
     # Rerun: resumes, converts only the missing pages, same result as a straight run.
     r = subprocess.run([sys.executable, "-m", "deepocr_cli", *args, "--json"], capture_output=True, text=True)
     assert r.returncode == 3  # random checkpoint: pages are truncated
-    assert not partial.exists()
+    # The document is partial (truncated pages), so its pages stay on record: --retry-truncated reruns only those.
+    assert partial.exists()
     resumed = json.loads((tmp_path / "book.json").read_text())
     assert [p["index"] for p in resumed["pages"]] == list(range(6))
     straight = tmp_path / "straight"
@@ -293,3 +294,34 @@ def test_concurrent_runs_convert_each_document_once(random_checkpoint: Path, tmp
     assert {f["status"] for f in files} <= {"partial", "converted", "busy", "skipped"}
     for i in range(3):
         assert len(json.loads((tmp_path / f"d{i}.json").read_text())["pages"]) == 2
+
+
+def test_infer_several_images_prints_one_json_line_each_in_input_order(random_checkpoint: Path, tmp_path: Path) -> None:
+    pngs = [make_png(tmp_path / f"p{i}.png") for i in range(3)]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    args = ["infer", str(pngs[0]), str(bad), str(pngs[1]), str(pngs[2]), "--model", str(random_checkpoint),
+            "--mode", "tiny", "--max-new-tokens", "9", "--json"]
+    lines = {}
+    for slots in ("1", "3"):
+        r = run(*args, "--batch-size", slots)
+        assert r.exit_code == 3, r.stderr  # truncated (the random checkpoint never stops) and one bad image
+        lines[slots] = [json.loads(line) for line in r.stdout.splitlines()]
+        assert "slot occupancy" in r.stderr and "tok/s" in r.stderr
+    assert [o["image"] for o in lines["1"]] == [str(pngs[0]), str(bad), str(pngs[1]), str(pngs[2])]
+    assert "cannot read image" in lines["1"][1]["error"]
+    assert all(len(o["generated_ids"]) == 9 for i, o in enumerate(lines["1"]) if i != 1)
+    for one, three in zip(lines["1"], lines["3"], strict=True):  # same output whatever the slot count
+        one.pop("seconds", None), three.pop("seconds", None)
+        top1, top3 = one.pop("first_top5", []), three.pop("first_top5", [])
+        assert one == three and [t["id"] for t in top1] == [t["id"] for t in top3]  # logits equal to ~1e-7
+
+
+def test_convert_json_report_carries_engine_metrics(scripted_checkpoint: Path, tmp_path: Path) -> None:
+    pdf = make_pdf(tmp_path / "book.pdf", pages=3)
+    r = run(*convert_args(scripted_checkpoint, str(pdf), "--json", "--batch-size", "2"))
+    assert r.exit_code == 0, r.stderr
+    engine = json.loads(r.stdout)["engine"]
+    assert engine["pages"] >= 3 and engine["generated_tokens"] > 0 and engine["slots"] == 2
+    assert 0 < engine["slot_occupancy"] <= 1 and engine["kv_peak_bytes"] > 0
+    assert engine["preemptions"] == 0 and engine["generated_tok_per_s"] > 0

@@ -11,8 +11,9 @@ import pytest
 
 from deepocr_cli.errors import UsageError
 from deepocr_cli.options import ConvertOptions
+from deepocr_cli.outputs.paths import output_paths
 from deepocr_cli.outputs.results import PageResult
-from deepocr_cli.run.state import DocumentLock, PartialPages, is_up_to_date, sha256_file, state_key
+from deepocr_cli.run.state import DocumentLock, PartialPages, decide, page_still_valid, sha256_file, state_key
 
 
 def _page(i: int) -> PageResult:
@@ -42,13 +43,15 @@ def test_state_key_changes_with_settings_and_model() -> None:
     assert base != state_key("abd", {"id": "m", "revision": None}, {"mode": "base"})
 
 
-def test_up_to_date_reads_the_key_from_the_json(tmp_path: Path) -> None:
-    out = tmp_path / "a.json"
-    assert not is_up_to_date(out, "k1")
-    out.write_text(json.dumps({"settings": {"state_key": "k1"}}))
-    assert is_up_to_date(out, "k1") and not is_up_to_date(out, "k2")
-    out.write_text("{torn")
-    assert not is_up_to_date(out, "k1")
+def test_a_json_of_the_same_key_stands_in_for_a_missing_state_record(tmp_path: Path) -> None:
+    paths = output_paths(tmp_path / "a.pdf", tmp_path, None)
+    assert decide(paths, "k1", ["json"]).action == "convert"
+    paths.json.write_text(json.dumps({"settings": {"state_key": "k1"}, "status": "ok", "pages": []}))
+    assert decide(paths, "k1", ["json"]).action == "current"
+    assert decide(paths, "k2", ["json"]).action == "convert"
+    assert decide(paths, "k1", ["md", "json"]).action == "rewrite"  # the Markdown comes back from the JSON
+    paths.json.write_text("{torn")
+    assert decide(paths, "k1", ["json"]).action == "convert"
 
 
 def test_partial_pages_resume_and_ignore_torn_lines(tmp_path: Path) -> None:
@@ -87,3 +90,13 @@ def test_output_settings_exclude_runtime_knobs() -> None:
     a = ConvertOptions(model="m", device="cpu", batch_size=2).output_settings()
     b = ConvertOptions(model="m", device="cuda", batch_size=64).output_settings()
     assert a == b and a["mode"] == "auto"
+
+
+def test_a_kept_page_stands_only_under_settings_that_would_repeat_it() -> None:
+    ended = _page(0)  # ended on its own after 3 tokens
+    cut = PageResult(index=1, width=10, height=20, mode="base", grid=(1, 1), vision_tokens=256, image_embeddings=273,
+                     generated_tokens=8, truncated=True)
+    assert page_still_valid(ended, False, 3) and page_still_valid(ended, True, 100)
+    assert not page_still_valid(ended, False, 2)  # the new limit would cut it
+    assert page_still_valid(cut, False, 8) and not page_still_valid(cut, True, 8)
+    assert not page_still_valid(cut, False, 9) and not page_still_valid(cut, False, 7)

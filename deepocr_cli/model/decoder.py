@@ -7,13 +7,16 @@ only blocks that match exactly are Llama's RMSNorm (fp32 variance, weight times 
 result) and rotate-half RoPE, but importing ``transformers.models.llama.modeling_llama`` costs ~3 s
 of start-up on a small machine for two ten-line functions, so they are re-stated here with the
 same arithmetic (and checked against the Llama versions in tests/model/test_decoder.py).
-Everything else is written for batched left-padded inference with a growing KV cache.
+Everything else is written for batched inference over a paged KV cache: the attention calls
+``paged.attend(layer, q, k, v)`` of the batch object the generation engine passes
+(``deepocr_cli.engine.kv_cache.PagedBatch``), so the model needs nothing from the engine.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +25,6 @@ from torch import nn
 from deepocr_cli.model.configuration import DecoderConfig
 
 log = logging.getLogger(__name__)
-
-#: KV-cache capacity grows in steps of this many positions (amortises the reallocation).
-KV_GROWTH = 256
-
 
 class DeepOcrRMSNorm(nn.Module):
     """RMSNorm computed in fp32, then weight * result in the input dtype (= DeepseekV2/Llama RMSNorm)."""
@@ -79,54 +78,6 @@ def rope_cos_sin(
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-class KVCache:
-    """Per-layer key/value tensors [B, H, capacity, D] with a shared fill length.
-
-    All rows share one length because prompts are left-padded; ``valid`` [B, capacity] marks the
-    positions that are real tokens (False for left padding).
-    """
-
-    def __init__(self, num_layers: int) -> None:
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
-        self.length = 0
-        self.valid: torch.Tensor | None = None
-
-    def reserve(self, valid_new: torch.Tensor) -> None:
-        """Append validity flags [B, L] for the positions about to be written; grow capacity."""
-        if self.valid is None:
-            self.valid = valid_new.clone()
-        else:
-            self.valid = torch.cat([self.valid, valid_new], dim=1)
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, L, D] at ``start`` and return the filled prefix [B, H, start+L, D]."""
-        end = start + k.shape[2]
-        cache_k = self.keys[layer]
-        if cache_k is None or cache_k.shape[2] < end:
-            capacity = end + KV_GROWTH
-            new_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
-            new_v = v.new_empty(new_k.shape)
-            if cache_k is not None:
-                new_k[:, :, :start] = cache_k[:, :, :start]
-                new_v[:, :, :start] = self.values[layer][:, :, :start]
-            self.keys[layer], self.values[layer] = new_k, new_v
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the batch rows ``rows`` (finished sequences stop costing compute)."""
-        for i, k in enumerate(self.keys):
-            if k is not None:
-                self.keys[i] = k.index_select(0, rows)
-                self.values[i] = self.values[i].index_select(0, rows)
-        if self.valid is not None:
-            self.valid = self.valid.index_select(0, rows)
-
-
 class DeepOcrAttention(nn.Module):
     """Plain multi-head self-attention with RoPE over the full head dim (no bias)."""
 
@@ -146,19 +97,19 @@ class DeepOcrAttention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor,
-        cache: KVCache | None,
-        start: int,
+        mask: torch.Tensor | None,
+        paged: Any,
     ) -> torch.Tensor:
-        """Attend x [B, L, H] to the cache plus itself; ``mask`` [B, 1, L, start+L] is True where allowed."""
+        """Attend x [B, L, H]: to itself under ``mask`` [B, 1, L, L], or to its cached prefix via ``paged``."""
         b, length, _ = x.shape
         q = self.q_proj(x).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)  # [B, h, L, D]
         k = self.k_proj(x).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v, start)  # [B, h, start+L, D]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, h, L, D]
+        if paged is not None:
+            out = paged.attend(self.layer_idx, q, k, v)  # [B, h, L, D]
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, h, L, D]
         return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
 
 
@@ -310,8 +261,8 @@ class DeepOcrDecoderLayer(nn.Module):
         self.input_layernorm = DeepOcrRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.post_attention_layernorm = DeepOcrRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, start):  # noqa: D102 - same contract as DeepOcrAttention
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, start)
+    def forward(self, x, cos, sin, mask, paged):  # noqa: D102 - same contract as DeepOcrAttention
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, paged)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -330,40 +281,32 @@ class DeepOcrTextModel(nn.Module):
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         valid: torch.Tensor,
-        cache: KVCache | None = None,
+        paged: Any = None,
     ) -> torch.Tensor:
         """Run the decoder on new positions.
 
         Args:
             inputs_embeds: [B, L, H] embeddings of the new positions.
-            position_ids: [B, L] RoPE positions (per row; padding rows may hold anything).
-            valid: [B, L] True for real tokens, False for left padding.
-            cache: KV cache to read and extend; None for a cache-less full forward.
+            position_ids: [B, L] RoPE positions (per row; padding may hold anything).
+            valid: [B, L] True for real tokens (only read without ``paged``).
+            paged: the paged KV cache batch to read and extend (positions after each row's cached
+                prefix); None for a cache-less causal forward over the whole sequence.
 
         Returns:
             Final-normed hidden states [B, L, H].
         """
-        b, length, _ = inputs_embeds.shape
-        start = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.reserve(valid)
-            key_valid = cache.valid  # [B, start+L]
-        else:
-            key_valid = valid
-        total = start + length
-        q_pos = torch.arange(start, total, device=valid.device)
-        k_pos = torch.arange(total, device=valid.device)
-        causal = k_pos[None, :] <= q_pos[:, None]  # [L, start+L]
-        mask = causal[None] & key_valid[:, None, :]  # [B, L, start+L]
-        # A padded query would see no key at all (NaN softmax); let it see itself instead.
-        mask = mask | (k_pos[None, None, :] == q_pos[None, :, None])
-        mask = mask[:, None]  # [B, 1, L, start+L]
+        mask = None
+        if paged is None:
+            length = inputs_embeds.shape[1]
+            pos = torch.arange(length, device=valid.device)
+            causal = pos[None, :] <= pos[:, None]  # [L, L]
+            # A padded query would see no key at all (NaN softmax); let it see itself too.
+            mask = (causal[None] & valid[:, None, :]) | torch.eye(length, dtype=torch.bool, device=valid.device)
+            mask = mask[:, None]  # [B, 1, L, L]
         cos, sin = rope_cos_sin(position_ids, self.cfg.head_dim, self.cfg.rope_theta, inputs_embeds.dtype)
         x = inputs_embeds
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache, start)
-        if cache is not None:
-            cache.length = total
+            x = layer(x, cos, sin, mask, paged)
         return self.norm(x)
 
     def fuse_experts(self) -> None:

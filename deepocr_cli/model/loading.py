@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -12,14 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepocr_cli.checkpoints import ALLOW_PATTERNS as _ALLOW_PATTERNS
+from deepocr_cli.checkpoints import weight_files as _safetensors_files
 from deepocr_cli.errors import CheckpointError, ModelError
 from deepocr_cli.model.configuration import DeepOcrConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR"
-#: Files a snapshot needs (the remote code and images are never fetched).
-_ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
 #: Checkpoint tensors that are fine to ignore (a buffer some re-saves include, facts §2).
 _IGNORED_SUFFIXES = ("position_ids",)
 #: Special-token names the engine needs, looked up from the tokenizer.
@@ -171,24 +170,6 @@ def special_ids(tokenizer: Any) -> SpecialIds:
     if missing:
         raise CheckpointError(f"tokenizer lacks required special tokens: {', '.join(missing)}")
     return SpecialIds(**values)  # type: ignore[arg-type]
-
-
-def _safetensors_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text("utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"bad {index.name}: {exc}") from exc
-        files = sorted({folder / f for f in weight_map.values()})
-    else:
-        files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"no *.safetensors weights in {folder}")
-    for f in files:
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint shard {f.name} listed in the index is missing from {folder}")
-    return files
 
 
 def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:

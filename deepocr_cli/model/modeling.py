@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from deepocr_cli.model.configuration import DeepOcrConfig
-from deepocr_cli.model.decoder import DeepOcrTextModel, KVCache
+from deepocr_cli.model.decoder import DeepOcrTextModel
 from deepocr_cli.model.image_processing import PreparedImage
 from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, DeepOcrSamEncoder, embed_images
 
@@ -98,13 +99,17 @@ class DeepOcrForCausalLM(nn.Module):
             embeds[is_image] = torch.cat(parts, dim=0)  # row-major order matches the row loop
         return embeds
 
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Plain token embeddings [..., hidden] (decode steps: no `<image>` ids, no host sync)."""
+        return self.model.embed_tokens(input_ids)
+
     def forward_logits(
         self,
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         valid: torch.Tensor,
-        cache: KVCache | None = None,
-        last_only: bool = True,
+        paged: Any = None,
+        last_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder + lm_head.
 
@@ -112,13 +117,14 @@ class DeepOcrForCausalLM(nn.Module):
             inputs_embeds: [B, L, H].
             position_ids: [B, L].
             valid: [B, L] True for real tokens.
-            cache: KV cache to extend (None: no cache).
-            last_only: compute logits only for the last position (prefill never needs the others).
+            paged: paged KV cache batch to read and extend (None: no cache).
+            last_index: [B] the position per row whose logits are wanted (prefill never needs the
+                others); None for logits at every position.
 
         Returns:
-            float32 logits [B, V] if ``last_only`` else [B, L, V].
+            float32 logits [B, V] with ``last_index``, else [B, L, V].
         """
-        hidden = self.model(inputs_embeds, position_ids, valid, cache)  # [B, L, H]
-        if last_only:
-            hidden = hidden[:, -1]  # [B, H]
+        hidden = self.model(inputs_embeds, position_ids, valid, paged)  # [B, L, H]
+        if last_index is not None:
+            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]  # [B, H]
         return self.lm_head(hidden).float()

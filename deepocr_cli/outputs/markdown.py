@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
+from urllib.parse import quote
 
 from deepocr_cli.outputs.parse import Block, Table
 from deepocr_cli.outputs.results import DocResult, PageResult
@@ -111,10 +112,18 @@ def table_html(table: Table) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def link_target(path: str) -> str:
+    """A relative file path as a Markdown link destination that CommonMark resolves to that file whatever its
+    name holds (spaces, parentheses, ``#``, ``?``, ``%``, brackets, non-ASCII): every byte outside the URL-safe
+    set is percent-encoded (UTF-8), ``/`` kept."""
+    return quote(path, safe="/")
+
+
 def image_link(alt: str | None, link: str) -> str:
-    """``![alt](link)`` with an alt text that cannot end the link or pass for a tag."""
+    """``![alt](link)`` with an alt text that cannot end the link or pass for a tag, and a link that resolves to
+    the crop whatever its file name (`link_target`)."""
     text = " ".join((alt or "").replace("[", "(").replace("]", ")").split())
-    return f"![{_plain(text)}]({link})"
+    return f"![{_plain(text)}]({link_target(link)})"
 
 
 def _heading(block: Block) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -57,16 +57,37 @@ def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_ti
     return vision_tokens(mode, grid_for(mode, round(width), round(height), min_tiles, max_tiles))
 
 
-def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
-    """Estimate and plan every page; returns the JSON-ready plan (schema in README)."""
+#: Version of `plan --json` (fields documented in README, "deepocr plan --json").
+PLAN_SCHEMA_VERSION = 1
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: str | None = None,
+                   device: str | None = None) -> dict:
+    """Estimate and plan every page; returns the JSON-ready plan (schema in README, `plan --json`).
+
+    Args:
+        paths: files and folders.
+        options: auto-mode bounds, pages, discovery filters.
+        model_key: the checkpoint's identity (`deepocr_cli.checkpoints.CheckpointIdentity.key`) whose measured
+            speed gives the time estimate; None: no estimate.
+        device: the device type convert would run on (cpu, cuda, mps); None: no estimate.
+    """
     docs, skipped = find_documents(list(paths), recursive=options.recursive, include=options.include,
                                    exclude=options.exclude)
     if not docs:
         raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
-    files: list[dict] = [{"source": str(s.path), "error": s.reason, "pages": []} for s in skipped]
+    files: list[dict] = [{"source": _shown(s.path), "root": None, "error": s.reason, "pages": []} for s in skipped]
     totals = {"pages": 0, "auto": 0, **{m.value: 0 for m in MODE_ORDER}, "estimate_ms": 0.0}
     for src in docs:
-        entry: dict = {"source": str(src.path), "error": None, "pages": []}
+        entry: dict = {"source": str(src.rel), "root": _shown(src.root), "error": None, "pages": []}
         files.append(entry)
         try:
             with open_document(src) as reader:
@@ -89,55 +110,115 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions) -> dict:
             entry["error"] = str(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
-    return {"max_compression": options.max_compression, "files": files,
+    return {"schema_version": PLAN_SCHEMA_VERSION, "max_compression": options.max_compression, "files": files,
             "vision_tokens": {k: totals[k] for k in modes}, "totals": totals,
-            "estimated_seconds": _estimate_seconds(files, options.model)}
+            "estimated_seconds": _estimate_seconds(files, model_key, device)}
 
 
-def _estimate_seconds(files: list[dict], model: str) -> dict | None:
-    """Generation time per strategy from rates measured by earlier runs of this model, if any."""
+def _estimate_seconds(files: list[dict], model_key: str | None, device: str | None) -> dict | None:
+    """Generation time per strategy: each page's estimated text tokens over the tokens per second this checkpoint
+    reached in that mode on this device type in earlier runs. A mode never measured gets None; no measurement at
+    all gives None (never a made-up figure)."""
     from deepocr_cli.planning import rates
 
-    measured = rates.seconds_per_page(model)
-    if measured is None:
+    if model_key is None or device is None:
         return None
-    device, per_page = measured
+    per_mode = rates.tokens_per_second(model_key, device)
+    if not per_mode:
+        return None
     pages = [p for f in files for p in f["pages"]]
-    out: dict = {"device": device, "model": model}
-    auto = [per_page.get(p["mode"]) for p in pages]
-    out["auto"] = round(sum(auto), 1) if all(v is not None for v in auto) else None
+
+    def seconds(mode_of: Callable[[dict], str]) -> float | None:
+        total = 0.0
+        for p in pages:
+            rate = per_mode.get(mode_of(p))
+            if rate is None:
+                return None
+            total += max(p["estimate"]["tokens"], 1.0) / rate
+        return round(total, 1)
+
+    out: dict = {"device": rates.device_type(device), "tokens_per_second": {k: round(v, 2) for k, v in per_mode.items()},
+                 "auto": seconds(lambda p: p["mode"])}
     for m in MODE_ORDER:
-        out[m.value] = round(per_page[m.value] * len(pages), 1) if m.value in per_page else None
+        out[m.value] = seconds(lambda p, m=m: m.value)
     return out
 
 
+def plan_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The per-page table of a plan: header and rows of short cells, the file last and never cut (the reasons
+    stay in `--json`)."""
+    header = ["page", "source", "est.tok", "mode", "vis.tok", "ratio", "file"]
+    rows = []
+    for f in result["files"]:
+        if f["error"]:
+            rows.append(["-", "error", "", "", "", "", f"{f['source']}: {f['error']}"])
+        for p in f["pages"]:
+            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}", p["mode"],
+                         str(p["vision_tokens"]), f"{p['predicted_ratio']:.1f}x", f["source"]])
+    return header, rows
+
+
+def totals_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The totals table: vision tokens (and estimated seconds, when measured) for auto and each fixed mode."""
+    vt = result["vision_tokens"]
+    header = ["", *vt]
+    rows = [["vision tokens", *(str(v) for v in vt.values())]]
+    est = result.get("estimated_seconds")
+    if est:
+        rows.append([f"est. s ({est['device']})", *("-" if est.get(k) is None else f"{est[k]:.0f}" for k in vt)])
+    return header, rows
+
+
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """An aligned plain-text table (no box drawing): numbers right-aligned; a last text column (a file name) is
+    left as it is, however long."""
+    last = len(header) - 1
+    right = {i for i in range(len(header)) if all(_numeric(r[i]) for r in rows if r[i] not in ("", "-"))}
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if i in right else c if i == last else c.ljust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
+
+
+def _numeric(text: str) -> bool:
+    return text.rstrip("x").replace(".", "", 1).isdigit()
+
+
+#: Said when no time estimate can be made (two lines, to fit 80 columns).
+NO_ESTIMATE = ("No time estimate: one appears once `deepocr convert` has measured this\n"
+               "checkpoint on this device.")
+
+
+def render_plan_text(result: dict) -> str:
+    """The human form of `plan --json` as plain text: the per-page table, then the totals (one row per mode)."""
+    title = f"auto plan (max compression {result['max_compression']}x)"
+    header, rows = totals_rows(result)
+    # Transposed: one row per strategy keeps the totals narrow whatever the number of modes.
+    totals = plain_table(["strategy", *(r[0] for r in rows)],
+                         [[k, *(r[i + 1] for r in rows)] for i, k in enumerate(header[1:])])
+    out = [title, plain_table(*plan_rows(result)), totals]
+    if not result.get("estimated_seconds"):
+        out.append(NO_ESTIMATE + "\n")
+    return "\n".join(out)
+
+
 def render_plan_table(result: dict) -> None:
-    """Print the plan as rich tables on stderr-free stdout (human form of `plan --json`)."""
+    """Print the plan on a terminal as rich tables, folded to the terminal's width."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"auto plan (max compression {result['max_compression']}x)")
-    for col in ("file", "page", "source", "est. tokens", "mode", "vision tokens", "pred. ratio", "reason"):
-        table.add_column(col, justify="right" if col in ("page", "est. tokens", "vision tokens", "pred. ratio") else "left")
-    for f in result["files"]:
-        if f["error"]:
-            table.add_row(f["source"], "-", "-", "-", "-", "-", "-", f"[red]{f['error']}[/red]")
-        for p in f["pages"]:
-            table.add_row(Path(f["source"]).name, str(p["page"]), p["estimate"]["source"],
-                          f"{p['estimate']['tokens']:.0f}", p["mode"], str(p["vision_tokens"]),
-                          f"{p['predicted_ratio']:.1f}x", p.get("reason", ""))
-    console.print(table)
-    vt = result["vision_tokens"]
-    totals = Table(title="totals: auto vs fixed modes")
-    totals.add_column("")
-    for k in vt:
-        totals.add_column(k, justify="right")
-    totals.add_row("vision tokens", *(str(v) for v in vt.values()))
-    est = result.get("estimated_seconds")
-    if est:
-        totals.add_row(f"est. seconds ({est['device']})", *(
-            "-" if est.get(k) is None else f"{est[k]:.0f}" for k in vt))
-    console.print(totals)
-    if not est:
-        console.print("No time estimate yet: it appears once `deepocr convert` has measured this model's speed.")
+    for (header, rows), title in ((plan_rows(result), f"auto plan (max compression {result['max_compression']}x)"),
+                                  (totals_rows(result), "totals: auto vs fixed modes")):
+        table = Table(title=title)
+        for col in header:
+            table.add_column(col, justify="left" if col in ("", "file", "source", "mode") else "right",
+                             overflow="fold")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+    if not result.get("estimated_seconds"):
+        console.print(NO_ESTIMATE.replace("\n", " "))

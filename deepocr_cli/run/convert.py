@@ -8,23 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepocr_cli.errors import InputError, NoInputError, OutputError, UsageError
+from deepocr_cli.checkpoints import checkpoint_identity
+from deepocr_cli.errors import NoInputError, OutputError, UsageError
 from deepocr_cli.inputs.discover import SourceDoc, find_documents
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.paths import OutputPaths, output_paths
-from deepocr_cli.outputs.stored import load_stored
+from deepocr_cli.run.finish import truncation_note
 from deepocr_cli.run.jobs import Doc
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.restore import restore_outputs
 from deepocr_cli.run.runner import Runner
-from deepocr_cli.run.state import sha256_file, stale_outputs, state_key
+from deepocr_cli.run.state import Verdict, decide, is_busy, sha256_file, state_key
 
 log = logging.getLogger(__name__)
+
+#: An output folder with less free space than this counts as full: the run stops before loading the model.
+MIN_FREE_BYTES = 1 << 20
 
 
 def convert(
@@ -32,15 +37,28 @@ def convert(
     options: ConvertOptions,
     reporter: Reporter | None = None,
     engine_factory: Callable[[], Any] | None = None,
+    report: RunReport | None = None,
 ) -> RunReport:
     """Convert documents to Markdown/JSON next to them (or under options.output_dir).
 
-    Raises NoInputError (no supported input), OutputError (output dir unusable), ModelError,
-    OutOfResourcesError, KeyboardInterrupt; everything per file or page is recorded in the report.
+    Everything that can fail for the whole run fails before the model loads: no input, an unusable output
+    location, an unknown checkpoint. The model loads only when some document needs it: documents that are up
+    to date, busy (another run holds them) or only missing an output their JSON can restore never load it.
+
+    Args:
+        paths: files and folders.
+        options: the run's settings.
+        reporter: progress sink.
+        engine_factory: builds the engine instead of loading ``options.model`` (tests, embedding).
+        report: the report to fill (the CLI passes one so that an interrupted run still reports what it did).
+
+    Raises:
+        NoInputError (no supported input), OutputError (output location unusable), ModelError,
+        OutOfResourcesError, KeyboardInterrupt; everything per file or page is recorded in the report.
     """
     start = time.perf_counter()
     reporter = reporter or Reporter()
-    report = RunReport()
+    report = report if report is not None else RunReport()
     docs, skipped = find_documents(
         list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
     )
@@ -62,23 +80,37 @@ def convert(
         try:
             options.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutputError(f"cannot create output directory {options.output_dir}: {e.strerror or e}") from e
+            raise OutputError(f"output not writable: {options.output_dir}: {e.strerror or e}") from e
 
-    model_info = {"id": options.model, "revision": options.revision}
+    identity = checkpoint_identity(options.model, options.revision)
+    model_info = {**identity.to_json(), "revision": options.revision}
     settings = options.output_settings()
     todo: list[Doc] = []
+    restores: list[tuple[Doc, Verdict]] = []
     for src, paths_ in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
         try:
             sha = sha256_file(src.path)
         except OSError as e:
             file_failed(report, reporter, str(src.path), f"unreadable: {e.strerror or e}")
             continue
-        doc = Doc(src, paths_, sha, state_key(sha, model_info, settings))
-        stale = None if options.force or options.stdout else stale_outputs(paths_, doc.key, options.formats)
-        if stale is not None and _refresh_outputs(doc, stale, report, reporter):
+        doc = Doc(src, paths_, sha, state_key(sha, {"fingerprint": identity.key}, options.key_settings()))
+        if options.force or options.stdout:
+            todo.append(doc)
             continue
-        todo.append(doc)
+        verdict = decide(paths_, doc.key, options.formats, options.retry_truncated, options.max_new_tokens)
+        if verdict.action == "current":
+            _report(report, reporter, _current_report(doc, verdict))
+        elif verdict.action == "rewrite":
+            restores.append((doc, verdict))
+        else:
+            log.debug("%s: %s", src.path, verdict.reason)
+            todo.append(doc)
 
+    if not options.stdout:
+        todo, restores = _writable(todo, restores, report, reporter)
+    todo = _not_busy(todo, report, reporter)
+    for doc, verdict in restores:
+        _report(report, reporter, restore_outputs(doc, verdict))
     if todo:
         engine = engine_factory() if engine_factory else _load_engine(options)
         if getattr(engine, "remote", False):  # several workers (--devices, --ray): deepocr_cli.scale
@@ -91,28 +123,79 @@ def convert(
     return report
 
 
-def _refresh_outputs(doc: Doc, stale: list[str], report: RunReport, reporter: Reporter) -> bool:
-    """Skip a document whose JSON is current, first rebuilding from that JSON (no model) any requested output
-    that is missing or older than it. False when the stored JSON cannot be used: the document is converted."""
-    reason = "up to date"
-    outputs: list[str] = []
-    if stale:
-        try:
-            written = write_document(load_stored(doc.paths.json, doc.src.path), doc.paths, stale)
-        except OutputError as e:
-            fr = FileReport(str(doc.src.path), "failed", str(e), output_error=True)
-            report.files.append(fr)
-            reporter.doc_done(fr)
-            return True
-        except (InputError, OSError, ValueError, KeyError, TypeError) as e:
-            log.info("%s: cannot rebuild %s from the stored JSON (%s); converting again", doc.src.path, stale, e)
-            return False
-        outputs = [str(p) for p in written]
-        reason = f"up to date; rebuilt {', '.join(stale)} from the stored JSON"
-    fr = FileReport(str(doc.src.path), "skipped", reason, outputs=outputs)
+def _report(report: RunReport, reporter: Reporter, fr: FileReport) -> None:
     report.files.append(fr)
     reporter.doc_done(fr)
-    return True
+
+
+def _current_report(doc: Doc, verdict: Verdict) -> FileReport:
+    """An up-to-date document: skipped, or partial when it keeps truncated pages (a rerun does not hide them)."""
+    src = str(doc.src.path)
+    truncated = (verdict.record or {}).get("truncated") or []
+    if not truncated:
+        return FileReport(src, "skipped", "up to date")
+    return FileReport(src, "partial", "up to date, " + truncation_note(truncated, truncated),
+                      truncated_pages=len(truncated), truncated_kept=len(truncated))
+
+
+def _probe(folder: Path) -> str | None:
+    """Why ``folder`` cannot take outputs (None when it can): created if needed, one small file written and
+    removed, and some free space left."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".deepocr-probe-", dir=folder)
+        try:
+            os.write(fd, b"deepocr")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+        st = os.statvfs(folder)
+        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+            return "no space left on device"
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _writable(todo: list[Doc], restores: list[tuple[Doc, Verdict]], report: RunReport,
+              reporter: Reporter) -> tuple[list[Doc], list[tuple[Doc, Verdict]]]:
+    """Drop the documents whose output folder cannot be written, before any model loads.
+
+    Raises:
+        OutputError: no document's output folder can be written (one line naming the folder).
+    """
+    verdicts: dict[Path, str | None] = {}
+    bad: list[tuple[Doc, Path]] = []
+
+    def ok(doc: Doc) -> bool:
+        folder = doc.paths.json.parent
+        if folder not in verdicts:
+            verdicts[folder] = _probe(folder)
+        if verdicts[folder] is not None:
+            bad.append((doc, folder))
+        return verdicts[folder] is None
+
+    todo = [d for d in todo if ok(d)]
+    restores = [(d, v) for d, v in restores if ok(d)]
+    if bad and not todo and not restores:
+        folders = sorted({f for _, f in bad}, key=str)
+        more = f" (and {len(folders) - 1} more folder(s))" if len(folders) > 1 else ""
+        raise OutputError(f"output not writable: {folders[0]}: {verdicts[folders[0]]}{more}")
+    for doc, folder in bad:
+        file_failed(report, reporter, str(doc.src.path), f"output not writable: {folder}: {verdicts[folder]}", True)
+    return todo, restores
+
+
+def _not_busy(todo: list[Doc], report: RunReport, reporter: Reporter) -> list[Doc]:
+    """Report documents another run is converting now, so that a run of only busy documents loads no model."""
+    free = []
+    for doc in todo:
+        if is_busy(doc.src.path):
+            _report(report, reporter, FileReport(str(doc.src.path), "busy", "being converted by another deepocr process"))
+        else:
+            free.append(doc)
+    return free
 
 
 def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
@@ -142,9 +225,9 @@ def _load_engine(options: ConvertOptions) -> Any:
         from deepocr_cli.scale.engine import open_engine
 
         return open_engine(options)
-    from deepocr_cli.model import load_engine
+    from deepocr_cli.engine import load_engine
 
-    # DEEPOCR_MEMORY_BUDGET (bytes) caps the memory one batch may plan for, e.g. on a shared GPU.
+    # DEEPOCR_MEMORY_BUDGET (bytes) caps the KV cache the engine may use, e.g. on a shared GPU.
     budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
     return load_engine(options.model, revision=options.revision, device=options.device, dtype=options.dtype,
                        memory_budget_bytes=int(budget) if budget else None)

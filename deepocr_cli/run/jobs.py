@@ -31,6 +31,7 @@ class Doc:
     result: DocResult | None = None
     wanted: list[int] = field(default_factory=list)
     done: dict[int, PageResult] = field(default_factory=dict)
+    resumed: set[int] = field(default_factory=set)  # pages of `done` an earlier run finished
     all_submitted: bool = False
 
 

@@ -21,7 +21,7 @@ from deepocr_cli.options import AUTO
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
-from deepocr_cli.run.state import DocumentLock, PartialPages, partial_path, stale_outputs
+from deepocr_cli.run.state import DocumentLock, PartialPages, decide, kept_pages, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class Producer:
             self.put(("busy", doc))
             return
         doc.lock = lock
-        if not opt.force and not opt.stdout and stale_outputs(doc.paths, doc.key, opt.formats) == []:
+        if not opt.force and not opt.stdout and (
+                decide(doc.paths, doc.key, opt.formats, opt.retry_truncated, opt.max_new_tokens).action != "convert"):
             lock.release()  # finished by another run while we waited
             self.put(("uptodate", doc))
             return
@@ -138,9 +139,13 @@ class Producer:
         )
         if not opt.stdout:
             doc.partial = PartialPages(partial_path(doc.paths.json), doc.key)
-            resumed = {i: p for i, p in doc.partial.load().items() if i in wanted}
+            # Failed pages, truncated ones due again and pages longer than the limit are left out: they run again.
+            resumed = {} if opt.force else {
+                i: p for i, p in kept_pages(doc.partial, doc.paths.json, opt.retry_truncated,
+                                            opt.max_new_tokens).items() if i in wanted}
             doc.partial.start(resumed.values())
             doc.done.update(resumed)
+            doc.resumed = set(resumed)
 
     def _render_page(self, doc: Doc, reader: DocumentReader, index: int) -> object:
         """Render and plan one page here (MuPDF is single-threaded), then preprocess it in the pool.

@@ -26,7 +26,7 @@ from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.outputs.stored import load_stored
 from deepocr_cli.run.convert import assign_outputs
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
-from deepocr_cli.run.state import sha256_file
+from deepocr_cli.run.state import sha256_file, write_state
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,11 @@ def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, repo
     else:
         # Every output the document already has is rebuilt too, so none keeps the old parser's reading.
         present = [name for name, fmt in FORMATS.items() if fmt.path(out).exists()]
-        fr.outputs = [str(p) for p in write_document(doc, out, [*options.formats, *present])]
+        names = list(dict.fromkeys([*options.formats, *present]))
+        fr.outputs = [str(p) for p in write_document(doc, out, names)]
+        key = doc.settings.get("state_key")
+        if key:  # the rewritten files are the current outputs of the same conversion (run.state)
+            write_state(out, key, doc, names)
     return fr
 
 

@@ -7,10 +7,18 @@ from dataclasses import dataclass, field
 from deepocr_cli.errors import ExitCode
 from deepocr_cli.outputs.results import PageResult
 
+#: Every FileReport status, in the order totals list them.
+STATUSES = ("converted", "partial", "restored", "skipped", "busy", "failed")
+
 
 @dataclass
 class FileReport:
-    """Outcome of one input: converted, partial (some pages failed or truncated), skipped, busy or failed."""
+    """Outcome of one input: converted, partial (some pages failed or truncated), restored (missing outputs
+    rewritten from the JSON, no model run), skipped (up to date), busy (another run holds it) or failed.
+
+    ``pages``, ``vision_tokens`` and ``generated_tokens`` count the work of this run only: pages resumed from an
+    earlier run are in ``resumed_pages``; ``truncated_pages``/``failed_pages`` describe the written document.
+    """
 
     source: str
     status: str
@@ -22,6 +30,8 @@ class FileReport:
     failed_pages: int = 0
     vision_tokens: int = 0
     generated_tokens: int = 0
+    resumed_pages: int = 0
+    truncated_kept: int = 0  # of truncated_pages, those kept from an earlier run with the same settings
     output_error: bool = False
 
     def to_json(self) -> dict:
@@ -38,6 +48,7 @@ class RunReport:
     files: list[FileReport] = field(default_factory=list)
     wall_s: float = 0.0
     markdown: dict[str, str] = field(default_factory=dict)  # source -> Markdown, only with stdout=True
+    engine: dict = field(default_factory=dict)  # the scheduler's EngineMetrics.report()
     workers: list[dict] = field(default_factory=list)  # per-worker figures with --devices / --ray
 
     def count(self, status: str) -> int:
@@ -48,6 +59,11 @@ class RunReport:
     def pages(self) -> int:
         """Pages converted in this run."""
         return sum(f.pages for f in self.files)
+
+    @property
+    def status(self) -> str:
+        """ok (exit 0), partial (exit 3) or error (any other exit code)."""
+        return {ExitCode.OK: "ok", ExitCode.PARTIAL: "partial"}.get(self.exit_code, "error")
 
     @property
     def exit_code(self) -> ExitCode:
@@ -63,14 +79,19 @@ class RunReport:
         """Machine-readable run report (`convert --json`)."""
         totals = {
             "files": len(self.files),
-            **{s: self.count(s) for s in ("converted", "partial", "skipped", "busy", "failed")},
+            **{s: self.count(s) for s in STATUSES},
             "pages": self.pages,
+            "resumed_pages": sum(f.resumed_pages for f in self.files),
+            "truncated_pages": sum(f.truncated_pages for f in self.files),
+            "truncated_kept": sum(f.truncated_kept for f in self.files),
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }
-        out = {"exit_code": int(self.exit_code), "totals": totals, "files": [f.to_json() for f in self.files]}
+        out = {"status": self.status, "exit_code": int(self.exit_code), "error": None, "totals": totals,
+               "engine": self.engine,
+               "files": [f.to_json() for f in self.files]}
         if self.workers:
             out["workers"] = self.workers
         return out
@@ -85,6 +106,9 @@ class Reporter:
 
     def doc_started(self, source: str, pages: int) -> None:
         """A document is being converted."""
+
+    def doc_resumed(self, source: str, done: int, total: int) -> None:
+        """A document picks up ``done`` of its ``total`` pages from an earlier run (they are not generated again)."""
 
     def page_done(self, source: str, page: PageResult) -> None:
         """A page finished (with or without error)."""

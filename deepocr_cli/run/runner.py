@@ -2,8 +2,8 @@
 
 1. `produce.Producer` (background thread) locks each document, resumes it, renders, plans and preprocesses
    its pages into the run's queue.
-2. `Runner._consume` (this thread) gathers requests into batches (escalated re-runs and figure crops first)
-   and runs them through the model.
+2. `Runner._consume` (this thread) feeds requests (escalated re-runs and figure crops first) to the engine's
+   continuous-batching scheduler and takes each finished sequence as soon as it ends.
 3. `Runner._on_page_result`: the page's text is parsed into blocks; a truncated or over-budget page in auto
    mode is re-run one mode up; its figures are sent back to the model (deep parsing).
 4. `finish.finish_page` saves crops and checkpoints the page; `finish.maybe_finish_doc` writes the document
@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
+from deepocr_cli.errors import OutOfResourcesError
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.page import read_page
 from deepocr_cli.outputs.parse import strip_eos
@@ -62,7 +62,8 @@ class Runner:
             ctx.stop.set()
             thread.join(timeout=5)
             producer.shutdown()
-            rates.record(ctx.model_info["id"], ctx.model_info["device"], ctx.rate_samples)
+            rates.record(ctx.model_info.get("fingerprint") or ctx.model_info["id"], ctx.model_info["device"],
+                         ctx.rate_samples)
             for doc in docs:
                 if doc.lock is not None:
                     doc.lock.release()
@@ -72,33 +73,41 @@ class Runner:
     # ----- batches through the model
 
     def _consume(self) -> None:
-        ctx = self.ctx
+        """Keep the scheduler fed (run-made requests first) and hand each finished sequence on at once."""
+        ctx, engine = self.ctx, self.ctx.engine
+        sched = engine.scheduler(self.batch_size, self.ngram)
         producer_done = False
         while True:
-            batch: list[Request] = []
-            while len(batch) < self.batch_size:
+            while len(sched.waiting) < max(4, sched.slots // 4):  # enough queued that admissions never wait
                 if ctx.internal:
-                    batch.append(ctx.internal.popleft())
-                    continue
-                if producer_done:
-                    break
-                try:
-                    item = ctx.queue.get(timeout=None if not batch else 0.05)
-                except queue.Empty:
-                    break
-                if isinstance(item, Future):
-                    item = item.result()
-                if item is DONE:
-                    producer_done = True
-                elif isinstance(item, Request):
-                    batch.append(item)
+                    req = ctx.internal.popleft()
                 else:
-                    self._on_event(item)
-            if not batch:
-                if producer_done and not ctx.internal:
-                    return
-                continue
-            self._run_batch(batch)
+                    try:  # block only while the model is idle
+                        item = DONE if producer_done else ctx.queue.get(block=not sched.has_work)
+                    except queue.Empty:
+                        break
+                    if isinstance(item, Future):
+                        item = item.result()
+                    if item is DONE:
+                        producer_done = True
+                        break
+                    if not isinstance(item, Request):
+                        self._on_event(item)
+                        continue
+                    req = item
+                req.prepared.tag = req
+                sched.add(engine.engine_request(req.prepared, ctx.options.max_new_tokens))
+            if not sched.has_work and producer_done and not ctx.internal:
+                ctx.report.engine = sched.metrics.report()
+                return
+            for done in sched.step() if sched.has_work else []:
+                res = engine.result(done)
+                if res.error:  # a page larger than the whole KV budget: out of memory at batch size 1 (exit 7)
+                    raise OutOfResourcesError(f"out of memory: a page {res.error}; lower --max-new-tokens, "
+                                              "use a smaller mode, or free GPU memory")
+                req = res.tag
+                req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + res.seconds, 4)
+                (self._on_page_result if req.kind == "page" else self._on_figure_result)(req, res)
 
     def _on_event(self, item: tuple) -> None:
         ctx = self.ctx
@@ -106,8 +115,8 @@ class Runner:
         src = str(doc.src.path)
         if kind == "doc":
             ctx.reporter.doc_started(src, len(doc.wanted))
-            for page in doc.done.values():
-                ctx.reporter.page_done(src, page)
+            if doc.resumed:
+                ctx.reporter.doc_resumed(src, len(doc.resumed), len(doc.wanted))
         elif kind == "page_error":
             _, _, index, err = item
             assert doc.result is not None
@@ -128,20 +137,6 @@ class Runner:
             if doc.lock is not None:
                 doc.lock.release()
             file_failed(ctx.report, ctx.reporter, src, reason, output)
-
-    def _run_batch(self, batch: list[Request]) -> None:
-        t0 = time.perf_counter()
-        results = self.ctx.engine.generate(
-            [r.prepared for r in batch], max_new_tokens=self.ctx.options.max_new_tokens,
-            batch_size=self.ctx.options.batch_size, ngram=self.ngram,
-        )
-        share = (time.perf_counter() - t0) / len(batch)
-        for req, res in zip(batch, results, strict=True):
-            req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + share, 4)
-            if req.kind == "page":
-                self._on_page_result(req, res)
-            else:
-                self._on_figure_result(req, res)
 
     # ----- a page's answer: escalate, parse, deep-parse its figures
 

@@ -4,7 +4,8 @@ Everything a run promises stays in this process: locks, resume, per-page checkpo
 passes, writing. `ScaledRunner` differs from `Runner` only where several workers show: the batch gathered per
 generate() call feeds every worker, a request can come back as a `TaskError` (its image could not be
 prepared, or it kept killing workers) and then fails its page like any page error, per-worker figures go into
-the report, and the pool's wall-time shares are not recorded as one device's measured rates.
+the report, and pages timed on workers that share the machine's cores or GPUs are not recorded as one device's measured
+rates (``plan`` reads those).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from deepocr_cli.scale.tasks import TaskError
 
 
 class _NoRates(dict):
-    """A rate tally that keeps nothing: a page's share of a pool's batch time is not one device's speed."""
+    """A rate tally that keeps nothing: a page timed on one of several workers is not one device's speed."""
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         return default

@@ -145,9 +145,10 @@ class RemoteScheduler:
         self.metrics = _PoolMetrics(engine)
 
     @property
-    def waiting(self) -> Any:
-        """Requests queued and not yet given to a worker."""
-        return self.engine.dispatcher._queue
+    def waiting(self) -> _Backlog:
+        """Requests that would wait even with every worker's batch full: the runner adds requests until this is
+        a few, so every worker always has a full batch to take."""
+        return _Backlog(max(0, self.engine.dispatcher.outstanding - self.slots))
 
     @property
     def has_work(self) -> bool:
@@ -174,16 +175,28 @@ class RemoteScheduler:
         return out
 
 
+class _Backlog:
+    """A count that reads as a sized queue (the runner only asks its length)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class _PoolMetrics:
-    """Run totals over every worker, in the shape of the engine's metrics report."""
+    """The workers' engine counters merged, reported as the engine reports its own."""
 
     def __init__(self, engine: RemoteEngine) -> None:
         self.engine = engine
 
     def report(self) -> dict[str, float | int]:
-        workers = self.engine.worker_report()
-        tokens = sum(w["generated_tokens"] for w in workers)
-        busy = sum(w["busy_s"] for w in workers)
-        pages = sum(w["requests"] for w in workers)
-        return {"generated_tokens": tokens, "generated_tok_per_s": round(tokens / busy, 2) if busy else 0.0,
-                "pages": pages, "pages_per_s": round(pages / busy, 4) if busy else 0.0, "workers": len(workers)}
+        """The engine's report over every worker (empty when the workers' engine keeps no counters)."""
+        metrics = self.engine.dispatcher.engine_metrics()
+        if not metrics:
+            return {}
+        total = type(metrics[0])()
+        for m in metrics:
+            total.merge(m)
+        return {**total.report(), "workers": len(metrics)}

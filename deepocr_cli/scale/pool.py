@@ -79,6 +79,7 @@ class WorkerStats:
     generated_tokens: int = 0
     busy_s: float = 0.0
     deaths: int = 0
+    metrics: Any = None  # the engine's counters, as of its last batch
 
     def to_json(self) -> dict:
         """The report's per-worker entry: rates are over the time the worker spent on batches."""
@@ -204,6 +205,7 @@ class Dispatcher:
             st.requests += ev.stats.requests
             st.generated_tokens += ev.stats.generated_tokens
             st.busy_s += ev.stats.busy_s
+            st.metrics = ev.stats.metrics if ev.stats.metrics is not None else st.metrics
         elif ev.kind == "error":
             # The engine raised (out of memory at batch size 1, a bad checkpoint): as in one process, the run stops.
             assert ev.error is not None
@@ -233,6 +235,10 @@ class Dispatcher:
         self.restarts += 1
         self.backend.start(w)
         self._starting.add(w)
+
+    def engine_metrics(self) -> list[Any]:
+        """Each worker's engine counters (those that keep them)."""
+        return [st.metrics for st in self.stats.values() if st.metrics is not None]
 
     def worker_report(self) -> list[dict]:
         """Per-worker figures for the run report, in worker order."""

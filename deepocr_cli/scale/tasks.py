@@ -7,6 +7,7 @@ model (a hub id it can download, or a folder that exists on its machine).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,9 @@ class EngineSpec:
     memory_budget_bytes: int | None = None
 
     def load(self) -> Any:
-        """Load the engine this spec names (in the worker): the generation engine where there is one."""
-        import importlib.util
+        """Load the engine this spec names (in the worker)."""
+        from deepocr_cli.engine import load_engine
 
-        if importlib.util.find_spec("deepocr_cli.engine") is not None:  # the continuous-batching engine (#14)
-            from deepocr_cli.engine import load_engine
-        else:
-            from deepocr_cli.model import load_engine
         return load_engine(self.model, revision=self.revision, device=self.device, dtype=self.dtype,
                            memory_budget_bytes=self.memory_budget_bytes)
 
@@ -124,6 +121,7 @@ class BatchStats:
     requests: int = 0
     generated_tokens: int = 0
     busy_s: float = 0.0
+    metrics: Any = None  # the engine's own counters so far (EngineMetrics), when it keeps them
 
 
 def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: int | None, ngram: Any
@@ -144,4 +142,5 @@ def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: i
         res.tag = None
         out[i] = res
     tokens = sum(r.generated_tokens for r in results)
-    return out, BatchStats(len(tasks), tokens, time.perf_counter() - t0)
+    metrics = getattr(engine, "metrics", None)
+    return out, BatchStats(len(tasks), tokens, time.perf_counter() - t0, copy.deepcopy(metrics))

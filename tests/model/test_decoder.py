@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deepocr_cli.engine.kv_cache import PagedKVCache
 from deepocr_cli.errors import CheckpointError
 from deepocr_cli.model.configuration import DecoderConfig, DeepOcrConfig
 from deepocr_cli.model.decoder import (
     DeepOcrMoE,
     DeepOcrRMSNorm,
     DeepOcrTextModel,
-    KVCache,
     apply_rotary_pos_emb,
     rope_cos_sin,
 )
@@ -155,23 +155,36 @@ def test_fuse_keeps_state_dict_keys_and_values():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_kv_cache_decoding_equals_a_full_forward_with_left_padding():
+def test_paged_cache_prefill_in_chunks_and_decode_equal_a_full_forward():
     torch.manual_seed(0)
     cfg = _tiny_decoder()
     model = DeepOcrTextModel(cfg).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    x = torch.randn(2, 7, cfg.hidden_size)
-    valid = torch.ones(2, 7, dtype=torch.bool)
-    valid[1, :3] = False  # row 1 is left-padded by 3
-    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    lengths = [11, 7]  # two sequences of different lengths share every forward
+    xs = [torch.randn(n, cfg.hidden_size) for n in lengths]
+    cache = PagedKVCache(num_layers=cfg.num_hidden_layers, kv_heads=cfg.num_key_value_heads,
+                         head_dim=cfg.head_dim, dtype=torch.float32, device=torch.device("cpu"),
+                         budget_bytes=10**7, slots=2, max_positions=64, block_size=4)
     with torch.no_grad():
-        full = model(x, pos, valid)
-        cache = KVCache(cfg.num_hidden_layers)
-        first = model(x[:, :5], pos[:, :5], valid[:, :5], cache)
-        rest = [model(x[:, i : i + 1], pos[:, i : i + 1], valid[:, i : i + 1], cache) for i in (5, 6)]
-        # the unpadded row 1 alone gives the same hidden states
-        alone = model(x[1:, 3:], pos[1:, 3:], valid[1:, 3:])
-    torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(full[1, 3:], alone[0], rtol=1e-5, atol=1e-5)
-    assert not torch.isnan(full).any()
+        full = [model(x[None], torch.arange(len(x))[None], torch.ones(1, len(x), dtype=torch.bool))[0] for x in xs]
+        # prefill chunks of 5 and 3 positions (rows right-padded to the wider one), then one decode step
+        steps = [(0, [5, 3]), (None, [4, 3]), (None, [2, 1])]
+        cached, got = [0, 0], [[], []]
+        for _, new in steps:
+            for slot in (0, 1):
+                assert cache.grow(slot, cached[slot] + new[slot])
+            paged = cache.batch([0, 1], cached, new)
+            emb = torch.zeros(2, paged.width, cfg.hidden_size)
+            for r in (0, 1):
+                emb[r, : new[r]] = xs[r][cached[r] : cached[r] + new[r]]
+            out = model(emb, paged.positions, paged.valid, paged)
+            for r in (0, 1):
+                got[r].append(out[r, : new[r]])
+                cached[r] += new[r]
+    assert cached == lengths
+    for r in (0, 1):
+        torch.testing.assert_close(torch.cat(got[r]), full[r], rtol=1e-5, atol=1e-5)
+    assert cache.used_blocks == 3 + 2
+    cache.release(0)
+    assert cache.used_blocks == 2 and cache.free_blocks == cache.max_blocks - 2

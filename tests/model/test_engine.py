@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from deepocr_cli import prompts
+from deepocr_cli.engine import load_engine
 from deepocr_cli.errors import OutOfResourcesError, UsageError
-from deepocr_cli.model import load_engine, write_random_checkpoint
+from deepocr_cli.model import write_random_checkpoint
 from deepocr_cli.model.engine import build_prompt_ids
 from deepocr_cli.planning.modes import Mode
 
@@ -64,30 +65,16 @@ def test_scripts_with_repeated_tokens_are_rejected(tmp_path):
         write_random_checkpoint(tmp_path / "bad", size="tiny", script="[[1, 2, 3, 4]]")
 
 
-def test_small_budget_splits_batches_and_keeps_results(tmp_path):
+def test_a_page_larger_than_the_whole_kv_budget_is_a_resources_error(tmp_path):
     path = write_random_checkpoint(tmp_path / "r", size="tiny", seed=5)
-    free = load_engine(str(path), device="cpu")
-    img = Image.new("RGB", (500, 400), "white")
-    requests = [free.prepare(img, m) for m in (Mode.TINY, Mode.SMALL, Mode.TINY, Mode.SMALL)]
-    reference = free.generate(requests, max_new_tokens=6, batch_size=4)
-    assert free.stats.batches == [4]
-
-    per_request = max(free.request_bytes(r, 6) for r in requests)
-    free.stats = type(free.stats)()
-    free.memory_budget_bytes = int(per_request * 1.5)
-    split = free.generate(requests, max_new_tokens=6, batch_size=4)
-    # by prompt length: [tiny, tiny, small, small]; 4 and then 2 smalls exceed the budget, 2 tinies fit
-    assert free.stats.oom_splits == 2 and free.stats.batches == [2, 1, 1]
-    assert [r.token_ids for r in split] == [r.token_ids for r in reference]
-    assert free.auto_batch_size(requests, 6) == 1  # planned from the largest request
-
-    free.memory_budget_bytes = 10
-    with pytest.raises(OutOfResourcesError):
-        free.generate(requests[:2], max_new_tokens=6, batch_size=2)
+    eng = load_engine(str(path), device="cpu", memory_budget_bytes=10_000)
+    request = eng.prepare(Image.new("RGB", (500, 400), "white"), Mode.TINY)
+    with pytest.raises(OutOfResourcesError, match="bytes of KV cache"):
+        eng.generate([request], max_new_tokens=6, batch_size=2)
 
 
 def test_suggested_batch_size_follows_the_memory_budget(scripted_checkpoint) -> None:
-    from deepocr_cli.model import load_engine
+    from deepocr_cli.engine import load_engine
 
     small = load_engine(str(scripted_checkpoint), memory_budget_bytes=50_000_000).suggested_batch_size(512)
     large = load_engine(str(scripted_checkpoint), memory_budget_bytes=500_000_000).suggested_batch_size(512)

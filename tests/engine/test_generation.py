@@ -9,8 +9,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from deepocr_cli import prompts
-from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
-from deepocr_cli.model.generation import NGramBlocker
+from deepocr_cli.engine import load_engine
+from deepocr_cli.engine.ngram import NGramBlocker
+from deepocr_cli.model import NGramConfig, write_random_checkpoint
 from deepocr_cli.planning.modes import Mode
 
 
@@ -51,6 +52,23 @@ def test_ngram_tail_gives_the_same_ban_as_the_full_history():
     full = b.banned(seq, 4)
     tail = b.banned(seq[:, -b.history :], 4)
     assert torch.equal(full, tail)
+
+
+def test_ngram_with_row_lengths_equals_each_row_alone():
+    torch.manual_seed(1)
+    b = NGramBlocker(size=3, window=12)
+    rows = [torch.randint(0, 4, (t,)).tolist() for t in (0, 2, 3, 9, 15, 40)]
+    width = b.history
+    padded = torch.full((len(rows), width), 3)  # padding holds a real id: it must never match
+    for i, r in enumerate(rows):
+        tail = r[-width:]
+        if tail:
+            padded[i, width - len(tail) :] = torch.tensor(tail)
+    mask = b.banned(padded, 4, torch.tensor([len(r) for r in rows]))
+    for i, r in enumerate(rows):
+        alone = b.banned(torch.tensor([r], dtype=torch.long).reshape(1, -1), 4)
+        expected = torch.zeros(4, dtype=torch.bool) if alone is None else alone[0]
+        assert torch.equal(mask[i], expected), (i, r)
 
 
 def test_ngram_is_per_row():
@@ -116,21 +134,9 @@ def test_random_checkpoint_never_stops_and_is_flagged_truncated(engine):
 def test_max_new_tokens_is_bounded_by_the_context_length(engine):
     request = engine.prepare(_page(400, 300, "x"), Mode.TINY)
     limit = engine.config.decoder.max_position_embeddings
-    from deepocr_cli.model.generation import generate_batch
-
-    with torch.inference_mode():
-        embeds = engine.model.encode_images([request.image])
-        long_prompt = request.prompt_ids + [100] * (limit - len(request.prompt_ids) - 2)
-        out = generate_batch(
-            engine.model,
-            [long_prompt],
-            embeds,
-            image_token_id=engine.special.image,
-            eos_token_id=engine.special.eos,
-            pad_token_id=engine.special.pad,
-            max_new_tokens=50,
-        )
-    assert len(out.tokens[0]) == 2 and out.truncated == [True]
+    request.prompt_ids = request.prompt_ids + [100] * (limit - len(request.prompt_ids) - 2)
+    (result,) = engine.generate([request], max_new_tokens=50)
+    assert result.generated_tokens == 2 and result.truncated
 
 
 def test_ignore_eos_generates_a_fixed_length(tmp_path):
