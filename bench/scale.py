@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.ray_workers:
                 import ray
 
-                from deepocr_cli.scale.ray_backend import RayBackend
-
                 # Both Ray rows hold their actors at once: 1 + N CPUs (on a GPU host, 1 + N GPUs must exist).
                 import torch
+
+                from deepocr_cli.scale.ray_backend import RayBackend
 
                 ray.init(num_cpus=None if torch.cuda.is_available() else 1 + args.ray_workers,
                          include_dashboard=False, log_to_driver=False)
