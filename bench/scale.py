@@ -26,7 +26,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from deepocr_cli.model import NGramConfig, load_engine, write_random_checkpoint
+from deepocr_cli.engine import load_engine
+from deepocr_cli.model import NGramConfig, write_random_checkpoint
 from deepocr_cli.planning.modes import Mode
 from deepocr_cli.scale.engine import RemoteEngine
 from deepocr_cli.scale.tasks import EngineSpec

@@ -59,6 +59,10 @@ def convert(
     start = time.perf_counter()
     reporter = reporter or Reporter()
     report = report if report is not None else RunReport()
+    if options.ray and engine_factory is None:
+        from deepocr_cli.scale.ray_backend import import_ray
+
+        import_ray()  # a missing extra is a usage error (exit 2) before anything else
     docs, skipped = find_documents(
         list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
     )

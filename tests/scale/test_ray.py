@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scale_helpers import differences, options, page_indices
 
-from deepocr_cli.model import load_engine
+from deepocr_cli.engine import load_engine
 from deepocr_cli.planning.modes import Mode
 from deepocr_cli.run.convert import convert
 from deepocr_cli.scale.engine import open_engine
