@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         # shared machine falls on all of them; the table shows the median and the best round.
         engines: list[tuple[str, float, Any]] = []
         t0 = time.perf_counter()
-        engines.append(("in-process, 1 engine", time.perf_counter() - t0, load_engine(str(path), device=args.device)))
+        local = load_engine(str(path), device=args.device)
+        engines.append(("in-process, 1 engine", time.perf_counter() - t0, local))
         devices = resolve_devices(tuple(d for d in args.devices.split(",") if d))
         started_ray = False
         try:

@@ -41,9 +41,14 @@ class RemoteEngine:
         except BaseException:
             backend.close()
             raise
+        # As one engine would name it: "cpu" for cpu,cpu; "cuda:1" for --devices cuda:1 (its worker sees only
+        # that GPU, as cuda:0); "cuda" when the workers sit on different GPUs.
         devices = {i.device for i in infos}
         labels = {i.label.partition("#")[0] for i in infos}
-        self.device = devices.pop() if len(devices) == 1 and len(labels) == 1 else infos[0].device.split(":")[0]
+        if len(labels) == 1 and labels != {"ray"}:
+            self.device = labels.pop()
+        else:
+            self.device = devices.pop() if len(devices) == 1 else infos[0].device.split(":")[0]
         self.dtype = infos[0].dtype
         self._worker_batch = min(i.batch_size for i in infos)
 
