@@ -8,7 +8,14 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: help install test lint demo bench clean
+#: The lowest versions of the libraries that read inputs, as pyproject.toml declares them (`make test-deps`).
+MIN_DEPS ?= pymupdf==1.25.3 pillow==10.1.0 transformers==4.51.0
+MIN_VENV ?= .venv-min
+#: What `make test-deps` runs against MIN_DEPS: reading, rendering, hostile inputs, names, tokenizer loading.
+DEPS_TESTS ?= tests/test_render.py tests/test_discover.py tests/test_hostile_inputs.py tests/test_names.py \
+	tests/model/test_loading.py
+
+.PHONY: help install test test-deps lint demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -22,6 +29,18 @@ install:  ## create .venv and install deepocr with its dev tools
 
 test:  ## run the whole test suite (CPU only, no network, no real weights)
 	HF_HUB_OFFLINE=1 CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest -q
+
+test-deps:  ## input/render tests against the lowest supported PyMuPDF, Pillow, transformers (after make install)
+	@test -x $(BIN)/python || { echo "make test-deps needs $(VENV): run make install first"; exit 1; }
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q $(MIN_DEPS)
+	@# Everything else (torch, typer, pytest...) is the current set from $(VENV), after the pinned ones on sys.path.
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(MIN_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_deepocr_current_deps.pth"
+	$(MIN_VENV)/bin/python -c "import sys, importlib.metadata as m; \
+	  bad = [(p, m.version(p.split('==')[0])) for p in sys.argv[1:] if m.version(p.split('==')[0]) != p.split('==')[1]]; \
+	  assert not bad, f'not the lowest versions: {bad}'; print('testing against', *sys.argv[1:])" $(MIN_DEPS)
+	HF_HUB_OFFLINE=1 CUDA_VISIBLE_DEVICES= PYTHONPATH=$(CURDIR) $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider $(DEPS_TESTS)
 
 lint:  ## ruff
 	$(BIN)/ruff check deepocr_cli tests bench

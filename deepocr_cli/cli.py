@@ -96,6 +96,20 @@ CONVERT_HELP = (
 )
 
 
+
+def _pdf_password(password: str | None, password_file: Path | None) -> str | None:
+    """The PDF password: --password (or DEEPOCR_PDF_PASSWORD), else the first line of --password-file."""
+    if password:
+        return password
+    if password_file is None:
+        return None
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        # the file's name only: its content is the secret
+        raise UsageError(f"--password-file {password_file}: cannot read it ({type(e).__name__})") from None
+    return lines[0] if lines else None
+
 @app.command(
     cls=Command,
     help=CONVERT_HELP,
@@ -115,6 +129,12 @@ def convert(
     exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).", metavar="GLOB", rich_help_panel=INPUT)] = None,
     pages: Annotated[str | None, typer.Option(help="Page ranges, 1-based: 1-3,7,10-.", metavar="RANGES", rich_help_panel=INPUT)] = None,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: paths on stdin are NUL-separated (find -print0).", rich_help_panel=INPUT)] = False,
+    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Pages showing no text and no figure skip the model (JSON: blank).", rich_help_panel=INPUT)] = True,
+    rotate: Annotated[bool, typer.Option("--rotate/--no-rotate", help="Turn pages scanned at 90/180/270 degrees upright before the model.", rich_help_panel=INPUT)] = True,
+    deskew: Annotated[bool, typer.Option("--deskew/--no-deskew", help="Straighten pages skewed up to 10 degrees before the model.", rich_help_panel=INPUT)] = True,
+    password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, metavar="PW", help="User password of encrypted PDFs (visible to `ps`: prefer the env var or --password-file).", rich_help_panel=INPUT)] = None,
+    password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from the first line of this file.", dir_okay=False, metavar="FILE", rich_help_panel=INPUT)] = None,
+    max_image_pixels: Annotated[int, typer.Option(help="Refuse images over this many pixels (0: no cap).", metavar="N", rich_help_panel=INPUT)] = 300_000_000,
     model: Annotated[str, typer.Option(help=MODEL_HELP, metavar="ID|DIR", show_default=False, rich_help_panel=MODEL)] = "",
     revision: Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit) to pin.", metavar="REV", rich_help_panel=MODEL)] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N.", metavar="DEV", rich_help_panel=MODEL)] = "auto",
@@ -169,8 +189,10 @@ def convert(
             formats=_split_csv(fmt), force=force, task=task, max_new_tokens=max_new_tokens,
             max_compression=max_compression, min_mode=min_mode, max_mode=max_mode, escalate=escalate,
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
-            retry_truncated=retry_truncated, devices=_split_csv(devices) if devices else (), ray=ray,
-            workers=workers, worker_retries=worker_retries, shard=_parse_shard(shard),
+            skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
+            retry_truncated=retry_truncated, max_image_pixels=max_image_pixels or None,
+            devices=_split_csv(devices) if devices else (), ray=ray, workers=workers, worker_retries=worker_retries,
+            shard=_parse_shard(shard),
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter
@@ -294,6 +316,9 @@ def plan(
     exclude: Annotated[list[str] | None, typer.Option(help="Skip files matching this glob (repeatable).", metavar="GLOB", rich_help_panel=INPUT)] = None,
     pages: Annotated[str | None, typer.Option(help="Page ranges, 1-based: 1-3,7.", metavar="RANGES", rich_help_panel=INPUT)] = None,
     null: Annotated[bool, typer.Option("-0", "--null", help="With `-`: NUL-separated paths on stdin.", rich_help_panel=INPUT)] = False,
+    skip_blank: Annotated[bool, typer.Option("--skip-blank/--no-skip-blank", help="Count blank pages at no tokens, as convert skips them.", rich_help_panel=INPUT)] = True,
+    password: Annotated[str | None, typer.Option(envvar="DEEPOCR_PDF_PASSWORD", show_default=False, metavar="PW", help="User password of encrypted PDFs (visible to `ps`: prefer the env var or --password-file).", rich_help_panel=INPUT)] = None,
+    password_file: Annotated[Path | None, typer.Option(help="Read the PDF password from the first line of this file.", dir_okay=False, metavar="FILE", rich_help_panel=INPUT)] = None,
     max_compression: Annotated[float, typer.Option(help="Most text tokens per vision token (10 keeps ~97% precision).", metavar="X", rich_help_panel=MODEL)] = 10.0,
     min_mode: Annotated[str, typer.Option(help="Cheapest mode allowed.", metavar="MODE", rich_help_panel=MODEL)] = "tiny",
     max_mode: Annotated[str, typer.Option(help="Most expensive mode allowed.", metavar="MODE", rich_help_panel=MODEL)] = "gundam",
@@ -315,7 +340,8 @@ def plan(
         options = ConvertOptions(
             mode=AUTO, model=model or default_model(), device=device, max_compression=max_compression,
             min_mode=min_mode, max_mode=max_mode, max_tiles=max_tiles, pages=pages, recursive=recursive,
-            include=tuple(include or ()), exclude=tuple(exclude or ()),
+            include=tuple(include or ()), exclude=tuple(exclude or ()), skip_blank=skip_blank,
+            password=_pdf_password(password, password_file),
         )
         key, dev = _rates_identity(options)
         result = plan_documents(_read_paths(paths, null), options, model_key=key, device=dev)

@@ -56,6 +56,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level if verbose > 1 else logging.WARNING)
     log.setLevel(level)
+    # Python warnings from libraries (Pillow, PyMuPDF, torch) never reach stderr raw: they go through logging,
+    # shown only with -vv. deepocr reports what matters about an input itself (README, "Reliability").
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
 
 
 def sigterm_as_interrupt() -> None:
@@ -95,7 +99,10 @@ def error_report(code: ExitCode, error: str, report: RunReport | None = None) ->
 
 
 def print_json(data: dict) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    from deepocr_cli.outputs.paths import escape_surrogates
+
+    # a non-UTF-8 file name's undecodable bytes as \\udcNN escapes, as in the JSON outputs (README, "Inputs")
+    sys.stdout.write(escape_surrogates(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 

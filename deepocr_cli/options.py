@@ -58,6 +58,12 @@ class ConvertOptions:
     ngram_size: int = 20
     ngram_window: int = 50
     stdout: bool = False
+    skip_blank: bool = True
+    rotate: bool = True
+    deskew: bool = True
+    #: user password of encrypted PDFs; never logged, never in outputs or reprs
+    password: str | None = field(default=None, repr=False, compare=False)
+    max_image_pixels: int | None = 300_000_000  # = inputs.render.DEFAULT_MAX_IMAGE_PIXELS; None: no cap
     retry_truncated: bool = False
     # Scale-out (deepocr_cli.scale); none of these changes a document's output.
     devices: tuple[str, ...] = ()  # one worker process per device: ("cuda:0", "cuda:1"), ("all",), ("cpu", "cpu")
@@ -88,6 +94,8 @@ class ConvertOptions:
             raise UsageError("--max-new-tokens must be at least 1")
         if self.max_compression <= 0:
             raise UsageError("--max-compression must be positive")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise UsageError("--max-image-pixels must be at least 1")
         if self.deep_max_per_page < 0:
             raise UsageError("--deep-max-per-page must be >= 0")
         if self.pages is not None:
@@ -120,6 +128,7 @@ class ConvertOptions:
         keep = (
             "mode", "min_tiles", "max_tiles", "pages", "task", "max_new_tokens", "max_compression",
             "min_mode", "max_mode", "escalate", "deep", "deep_max_per_page", "ngram_size", "ngram_window",
+            "skip_blank", "rotate", "deskew",
         )
         d = asdict(self)
         return {k: d[k] for k in keep}

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from deepocr_cli.boundary import show_path
 from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.run.report import STATUSES, FileReport, Reporter, RunReport
 
@@ -62,7 +63,7 @@ class CliReporter(Reporter):
         if self._progress is not None:
             self._progress.update(self._pages_task, total=self._total_pages)
         elif not self.quiet:
-            log.info("converting %s (%d page%s)", source, pages, "" if pages == 1 else "s")
+            log.info("converting %s (%d page%s)", show_path(source), pages, "" if pages == 1 else "s")
 
     def doc_resumed(self, source: str, done: int, total: int) -> None:
         name = Path(source).name
@@ -84,7 +85,9 @@ class CliReporter(Reporter):
     def doc_done(self, report: FileReport) -> None:
         if self._progress is not None:
             self._progress.update(self._files_task, advance=1, rate="")
-        line = f"{report.status} {report.source}" + (f": {report.reason}" if report.reason else "")
+        line = f"{report.status} {show_path(report.source)}" + (f": {report.reason}" if report.reason else "")
+        if report.warnings:
+            line += f" ({len(report.warnings)} warning(s): {'; '.join(report.warnings)[:300]})"
         if report.status in ("failed", "partial"):
             if self._progress is not None:
                 self._progress.console.print(f"[red]{line}[/red]")
@@ -98,9 +101,11 @@ def summary_line(report: RunReport) -> str:
     """Run summary for stderr: one line, plus one per worker with --devices / --ray."""
     t = report.to_json()["totals"]
     files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
+    files += f" ({t['with_warnings']} with warnings)" if t.get("with_warnings") else ""
     resumed = f" (+{t['resumed_pages']} resumed)" if t["resumed_pages"] else ""
+    blank = f", {t['blank_pages']} blank (no model call)" if t.get("blank_pages") else ""
     line = (
-        f"deepocr: {files}; {t['pages']} pages generated{resumed}, {t['vision_tokens']} vision tokens, "
+        f"deepocr: {files}; {t['pages']} pages generated{resumed}{blank}, {t['vision_tokens']} vision tokens, "
         f"{t['generated_tokens']} generated tokens in {t['wall_s']:.1f} s ({t['pages_per_s']:.2f} pages/s)"
         + engine_line(report.engine)
     )

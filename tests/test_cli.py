@@ -210,6 +210,9 @@ def test_plan_json_loads_no_model(tree: Path) -> None:
     plan = json.loads(r.stdout)
     pages = [p for f in plan["files"] for p in f["pages"]]
     assert len(pages) == 3
+    # the photo holds one line of small print: not a blank page
+    photo = next(f for f in plan["files"] if f["source"].endswith("photo.png"))["pages"][0]
+    assert photo["blank"] is False and photo["vision_tokens"] > 0
     assert {p["mode"] for p in pages} <= {"tiny", "small", "base", "large", "gundam"}
     assert plan["vision_tokens"]["gundam"] >= plan["vision_tokens"]["auto"]
 

@@ -225,3 +225,20 @@ def test_unreadable_directory_reported(tmp_path: Path, monkeypatch: pytest.Monke
     docs, skipped = find_documents([tmp_path])
     assert _rels(docs) == ["ok/a.pdf"]
     assert _reasons(skipped) == {"bad": "cannot read directory: Permission denied"}
+
+
+def test_searchable_pdf_beside_its_json_is_not_converted_again(tmp_path: Path) -> None:
+    import pymupdf
+
+    doc = pymupdf.open()
+    doc.new_page()
+    doc.save(tmp_path / "paper.pdf")
+    doc.save(tmp_path / "paper.ocr.pdf")  # what --format pdf wrote on an earlier run
+    doc.save(tmp_path / "notes.ocr.pdf")  # a user's file that only looks like one: no notes.json beside it
+    (tmp_path / "paper.json").write_text("{}", encoding="utf-8")
+    docs, skipped = find_documents([tmp_path])
+    assert [d.rel.name for d in docs] == ["notes.ocr.pdf", "paper.pdf"]
+    assert not skipped
+    # named explicitly, it is converted as asked
+    docs, _ = find_documents([tmp_path / "paper.ocr.pdf"])
+    assert [d.rel.name for d in docs] == ["paper.ocr.pdf"]

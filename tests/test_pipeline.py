@@ -121,6 +121,9 @@ def test_plan_predicts_what_convert_does(scripted_checkpoint: Path, tmp_path: Pa
     small = tmp_path / "small"
     small.mkdir()
     Image.new("RGB", (600, 480), "white").save(small / "icon.png")
+    # (a plain placeholder image: --no-skip-blank, or it would be a blank page costing nothing in every mode)
+    opts = ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False, skip_blank=False)
     gundam = plan_documents([small], opts)["vision_tokens"]["gundam"]
-    convert([small], ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False, mode="gundam"))
+    convert([small], ConvertOptions(model=str(scripted_checkpoint), max_new_tokens=32, deep=False, mode="gundam",
+                                    skip_blank=False))
     assert json.loads((small / "icon.json").read_text())["pages"][0]["vision_tokens"] == gundam == 256

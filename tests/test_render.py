@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_user_password_pdf_is_an_input_error(tmp_path: Path) -> None:
     path = _make_pdf(
         tmp_path / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, owner_pw="o", user_pw="u"
     )
-    with pytest.raises(InputError, match="^encrypted: needs a password$"):
+    with pytest.raises(InputError, match=r"^encrypted: needs a password \(--password, DEEPOCR_PDF_PASSWORD or --password-file\)$"):
         open_document(path)
 
 
@@ -256,16 +257,25 @@ def test_truncated_image_fails_at_render(tmp_path: Path) -> None:
         r.render(0)
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns; we refuse
-def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    warn_size = tmp_path / "big.png"  # over the limit: Pillow only warns, we refuse
-    Image.new("RGB", (40, 40)).save(warn_size)
-    error_size = tmp_path / "huge.png"  # over twice the limit: Pillow raises
-    Image.new("RGB", (100, 100)).save(error_size)
-    for path in (warn_size, error_size):
-        with pytest.raises(InputError, match="decompression-bomb"):
-            open_document(path)
+def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 100)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own guard (and its warning) is replaced by deepocr's cap
+        with pytest.raises(InputError, match="decompression-bomb guard.*10,000 pixels exceeds the cap of 1,000"):
+            open_document(path, max_image_pixels=1000)
+        with open_document(path, max_image_pixels=10_000) as r:
+            assert r.render(0, (10, 10)).size == (10, 10)
+
+
+def test_a_scan_over_pillows_own_limit_is_decoded_reduced_without_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "a2-600dpi.jpg"  # 9,000 x 10,000 = 90 MP: over Pillow's 89.5 MP default bomb limit
+    Image.new("L", (9000, 10000), 255).save(path, quality=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_document(path) as r:
+            assert r.page_size(0) == (9000.0, 10000.0)
+            assert r.render(0, (900, 1000)).size == (900, 1000)
 
 
 # --- image rendering ---------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from deepocr_cli.boundary import enter
+from deepocr_cli.boundary import reason as reason_for
+
 log = logging.getLogger(__name__)
 
 #: Extensions looked at when walking a directory; anything else there is ignored silently.
@@ -23,6 +26,8 @@ STATE_DIR_NAME = ".deepocr"
 IMAGES_DIR_SUFFIX = "_images"
 #: Output files whose presence next to `<stem>_images/` marks that folder as ours (--output-dir has no source).
 _OUTPUT_EXTENSIONS = frozenset({".md", ".json"})
+#: The searchable PDF deepocr writes beside a source (``paper.ocr.pdf`` with ``paper.json``); see outputs.formats.
+OCR_PDF_SUFFIX = ".ocr.pdf"
 
 #: Bytes read to recognise a file. PDF readers accept `%PDF` anywhere in the first 1 KiB (junk before it is common).
 SNIFF_BYTES = 1024
@@ -172,12 +177,26 @@ class _Collector:
         if resolved in self._seen:
             log.debug("duplicate input %s (same file as an earlier one)", path)
             return
-        kind, reason = _content_reason(path, explicit)
+        try:
+            enter("discover", path)
+            kind, reason = _content_reason(path, explicit)
+        except Exception as e:  # noqa: BLE001 - one file's failure never stops discovery (boundary.py)
+            kind, reason = None, reason_for(e)
         if kind is None:
             self.skip(path, reason)
             return
         self._seen.add(resolved)
         self.docs.append(SourceDoc(path=resolved, root=root, rel=rel, kind=kind))
+
+
+def _is_output_pdf(name: str, sibling_names: Sequence[str]) -> bool:
+    """Whether ``name`` is a searchable PDF deepocr wrote: ``STEM.ocr.pdf`` beside deepocr's ``STEM.json``.
+
+    Converting it again would OCR deepocr's own output on every rerun of a tree converted with ``--format pdf``.
+    """
+    if not name.lower().endswith(OCR_PDF_SUFFIX) or len(name) == len(OCR_PDF_SUFFIX):
+        return False
+    return f"{name[: -len(OCR_PDF_SUFFIX)]}.json" in sibling_names
 
 
 def _walk(root: Path, recursive: bool, out: _Collector) -> None:
@@ -217,7 +236,9 @@ def _walk(root: Path, recursive: bool, out: _Collector) -> None:
                     continue
                 subdirs.append(p)
             elif p.suffix.lower() in SUPPORTED_EXTENSIONS:
-                if entry.is_symlink() and not p.exists():
+                if _is_output_pdf(entry.name, names):
+                    log.debug("not converting %s: deepocr's searchable PDF of another source", p)
+                elif entry.is_symlink() and not p.exists():
                     out.skip(p, "broken symbolic link")
                 elif out.wanted(rel):
                     found.append((p, rel))

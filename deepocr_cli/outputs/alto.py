@@ -103,7 +103,7 @@ def _page_dpi(result: DocResult) -> dict[int, float]:
     from deepocr_cli.inputs.render import open_document
 
     try:
-        with open_document(result.source) as reader:
+        with open_document(result.source, password=result.password) as reader:
             if reader.kind is not DocKind.PDF:
                 return {}
             out = {}

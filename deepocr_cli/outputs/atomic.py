@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -25,7 +26,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     Raises:
         OutputError: the folder or file cannot be written (permissions, disk full...).
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # 0o666 minus the umask gives the same permissions a plain open() would.
@@ -44,6 +45,23 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}; check free space") from exc
         raise
     _fsync_dir(path.parent)
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh hidden temporary name beside ``path`` (``.NAME.PID.RANDOM.tmp``), within the 255-byte name limit:
+    for a long ``NAME`` the hidden name keeps its first bytes and adds a hash of the whole name."""
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    name = "." + path.name
+    raw = os.fsencode(name)
+    if len(raw) + len(suffix) > 255:
+        digest = hashlib.sha256(raw).hexdigest()[:8]
+        cut = raw[: 255 - len(suffix) - 9]
+        while cut and cut[-1] & 0xC0 == 0x80:  # keep whole UTF-8 characters
+            cut = cut[:-1]
+        if cut and cut[-1] >= 0xC0:
+            cut = cut[:-1]
+        name = os.fsdecode(cut) + "~" + digest
+    return path.with_name(name + suffix)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,6 +7,7 @@ of its own and `register` it here.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 from deepocr_cli.outputs.atomic import atomic_write_bytes
 from deepocr_cli.outputs.json import render_json
 from deepocr_cli.outputs.markdown import render_markdown
-from deepocr_cli.outputs.paths import OutputPaths
+from deepocr_cli.outputs.paths import OutputPaths, escape_surrogates, percent_escape_surrogates
 from deepocr_cli.outputs.results import DocResult
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,12 @@ def register(fmt: Format) -> Format:
 
 
 def _markdown_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
-    return render_markdown(doc).encode("utf-8")
+    # image links of a source with a non-UTF-8 name: its undecodable bytes percent-encoded, the file stays UTF-8
+    return percent_escape_surrogates(render_markdown(doc)).encode("utf-8")
 
 
 def _json_bytes(doc: DocResult, paths: OutputPaths) -> bytes:
-    return (json.dumps(render_json(doc), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    return (escape_surrogates(json.dumps(render_json(doc), ensure_ascii=False, indent=2)) + "\n").encode("utf-8")
 
 
 def _lazy(module: str, name: str) -> Callable[[DocResult, OutputPaths], bytes]:
@@ -88,6 +90,17 @@ register(Format("html", ".html", _lazy("deepocr_cli.outputs.html", "render_html"
                 "review page: page images with numbered block boxes beside the text"))  # fmt: skip
 
 
+def _names_percent_escaped(doc: DocResult) -> DocResult:
+    """``doc`` itself, or, for a source with a non-UTF-8 name, a copy whose ``source_rel`` carries the undecodable
+    bytes as ``%XX``, so that the UTF-8 formats (ALTO's file name, the review page's title) can be written; JSON
+    escapes them itself and Markdown links encode the bytes (`markdown.link_target`)."""
+    if percent_escape_surrogates(doc.source_rel) == doc.source_rel:
+        return doc
+    out = copy.copy(doc)
+    out.source_rel = percent_escape_surrogates(doc.source_rel)
+    return out
+
+
 def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] = DEFAULT_FORMATS) -> list[Path]:
     """Write the document in the requested formats, each atomically (crops are saved by `save_page_crops`).
 
@@ -109,8 +122,9 @@ def write_document(doc: DocResult, paths: OutputPaths, formats: Collection[str] 
     # JSON first: it holds the state key, and every other output of the same write is then no older than it,
     # which is how an up-to-date check tells a current output from one an earlier run left (run.state).
     order = sorted((f for f in FORMATS.values() if f.name in formats), key=lambda f: f.name != "json")
+    text_doc = _names_percent_escaped(doc)
     for fmt in order:
-        atomic_write_bytes(fmt.path(paths), fmt.render(doc, paths))
+        atomic_write_bytes(fmt.path(paths), fmt.render(doc if fmt.name == "json" else text_doc, paths))
     written = [f.path(paths) for f in FORMATS.values() if f.name in formats]
     log.debug("wrote %s", ", ".join(str(p) for p in written))
     return written

@@ -244,7 +244,7 @@ def render_html(result: DocResult, paths: OutputPaths) -> bytes:
 
     reader: DocumentReader | None
     try:
-        reader = open_document(result.source)
+        reader = open_document(result.source, password=result.password)
     except Exception as e:  # noqa: BLE001 - boxes and text are still worth reviewing
         log.warning("%s: no page images for the review page: %s", result.source, e)
         reader = None

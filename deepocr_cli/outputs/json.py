@@ -50,6 +50,7 @@ def render_json(doc: DocResult) -> dict[str, Any]:
         "settings": doc.settings,
         "status": doc.status,
         "errors": list(doc.errors),
+        "warnings": list(doc.warnings),
         "totals": totals,
         "pages": pages,
     }

@@ -17,6 +17,7 @@ Rules (README, "What the model writes and what deepocr makes of it"):
 from __future__ import annotations
 
 import html
+import os
 import re
 from typing import Any
 from urllib.parse import quote
@@ -115,8 +116,9 @@ def table_html(table: Table) -> str:
 def link_target(path: str) -> str:
     """A relative file path as a Markdown link destination that CommonMark resolves to that file whatever its
     name holds (spaces, parentheses, ``#``, ``?``, ``%``, brackets, non-ASCII): every byte outside the URL-safe
-    set is percent-encoded (UTF-8), ``/`` kept."""
-    return quote(path, safe="/")
+    set is percent-encoded (UTF-8), ``/`` kept. A non-UTF-8 name's undecodable bytes (surrogate escapes) are
+    encoded as the bytes they stand for, so the link still resolves to the file."""
+    return quote(os.fsencode(path), safe="/")
 
 
 def image_link(alt: str | None, link: str) -> str:

@@ -25,6 +25,7 @@ from pymupdf import mupdf
 
 from deepocr_cli.errors import InputError
 from deepocr_cli.inputs.discover import DocKind, sniff_kind
+from deepocr_cli.inputs.pdffile import open_pdf_file
 from deepocr_cli.inputs.render import to_rgb
 from deepocr_cli.outputs.lines import char_em, page_lines
 from deepocr_cli.outputs.paths import OutputPaths
@@ -273,11 +274,11 @@ def render_pdf(result: DocResult, paths: OutputPaths) -> bytes:
         raise InputError(f"cannot reopen the source for the PDF output: {e.strerror or e}") from e
     if kind is DocKind.PDF:
         try:
-            doc = pymupdf.open(result.source, filetype="pdf")
+            doc = open_pdf_file(result.source)  # a non-UTF-8 name or junk before %PDF- too
         except Exception as e:  # MuPDF raises plain exceptions for unreadable files
             raise InputError(f"cannot reopen the source for the PDF output: {e}") from e
         if doc.needs_pass:
-            doc.authenticate("")
+            doc.authenticate(result.password or "")
     elif kind is DocKind.IMAGE:
         doc = _image_document(result.source)
     else:

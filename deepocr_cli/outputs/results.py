@@ -141,6 +141,10 @@ class PageResult:
         plan: auto-mode record: estimate, source, chosen mode, predicted/actual ratio, at_risk, attempts.
         warnings: non-fatal problems (parse warnings, skipped crops...).
         error: set when the page failed.
+        blank: the page showed no text and no figure; it skipped the model (``scan`` holds the measures).
+        scan: scan preparation's verdict (``deepocr_cli.planning.scan.ScanVerdict.to_json``): blank measures,
+            rotation applied, orientation, skew; every box is in the coordinates of the page as the source shows
+            it, whatever was turned or straightened for the model.
     """
 
     index: int
@@ -159,6 +163,8 @@ class PageResult:
     plan: dict | None = None
     warnings: list[str] = field(default_factory=list)
     error: PageError | None = None
+    blank: bool = False
+    scan: dict | None = None
 
     @property
     def compression_ratio(self) -> float | None:
@@ -186,6 +192,8 @@ class PageResult:
             "plan": self.plan,
             "warnings": list(self.warnings),
             "error": {"stage": self.error.stage, "message": self.error.message} if self.error else None,
+            "blank": self.blank,
+            "scan": self.scan,
         }
 
     @classmethod
@@ -214,6 +222,8 @@ class PageResult:
             plan=d.get("plan"),
             warnings=list(d.get("warnings", [])),
             error=PageError(err["stage"], err["message"]) if err else None,
+            blank=bool(d.get("blank", False)),
+            scan=d.get("scan"),
         )
 
 
@@ -231,6 +241,7 @@ class DocResult:
         settings: the options that determine the output (mode, task, max_tiles, max_new_tokens, pages...).
         pages: converted pages in source order.
         errors: document-level problems.
+        warnings: document-level warnings (MuPDF's repairs of a damaged PDF).
         status: ok, partial or failed.
     """
 
@@ -244,3 +255,6 @@ class DocResult:
     pages: list[PageResult]
     errors: list[str] = field(default_factory=list)
     status: str = "ok"
+    #: the user password the source opened with, for formats that reopen it (never written, never shown)
+    password: str | None = field(default=None, repr=False, compare=False)
+    warnings: list[str] = field(default_factory=list)

@@ -34,5 +34,6 @@ def load_stored(json_path: Path, source: Path) -> DocResult:
         settings=dict(data["settings"]),
         pages=[PageResult.from_json(p) for p in data["pages"]],
         errors=list(data.get("errors") or []),
+        warnings=list(data.get("warnings") or []),
         status=str(data.get("status", "ok")),
     )

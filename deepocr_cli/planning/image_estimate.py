@@ -101,11 +101,25 @@ def estimate_image_array(gray: np.ndarray) -> TextEstimate:
     return _analyse(gray)[0]
 
 
-def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
+def ink_mask(gray: np.ndarray) -> np.ndarray:
+    """The ink the estimator reads: binarised (``binarize``), rules and frames removed (``drop_lines``).
+
+    Args:
+        gray: the page in gray levels (uint8 [H, W]).
+
+    Returns:
+        bool [H, W].
+    """
+    return drop_lines(binarize(gray))
+
+
+def _analyse(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[TextEstimate, dict[str, np.ndarray]]:
     """The estimate and the per-fragment measures behind it (kept text fragments only: CJK or not, characters,
     word starts, ink segments and marks among them; strip and rows; line index), and per line the script
-    measures (core share, strokes per column, density), for bench/calibrate_image.py."""
-    ink = drop_lines(binarize(gray))
+    measures (core share, strokes per column, density), for bench/calibrate_image.py. ``ink``: the page's
+    ``ink_mask`` (or a cleaned copy of it) when the caller already has it (scan preparation)."""
+    if ink is None:
+        ink = ink_mask(gray)
     f = fragments(ink)
     core, height, width = f["core"], f["height"], f["width"]
     regular = core >= _MIN_CORE_PX
@@ -215,6 +229,12 @@ def _analyse(gray: np.ndarray) -> tuple[TextEstimate, dict[str, np.ndarray]]:
         "line_share": share,
         "line_strokes": strokes,
         "line_density": density,
+        # for scan preparation (deepocr_cli/planning/scan.py): rows above and below each fragment's core, and
+        # its low and high marks
+        "above": (f["lo"] - f["y0"])[keep],
+        "below": (f["y1"] - f["hi"])[keep],
+        "low_marks": f["low_marks"][keep],
+        "high_marks": f["high_marks"][keep],
     }
     est = TextEstimate(
         tokens,
@@ -254,14 +274,14 @@ def _reduction(long_side: int) -> int:
     return k
 
 
-def estimate_image(image: Image.Image) -> TextEstimate:
-    """Estimate the text of a page image (scan, photo, image file) from a binarised low-resolution copy.
+def work_gray(image: Image.Image) -> np.ndarray:
+    """The page in gray levels at about WORK_LONG_SIDE (at most MAX_LONG_SIDE), as the estimator reads it.
 
     Args:
-        image: any PIL image; it is converted to gray and shrunk to about WORK_LONG_SIDE.
+        image: any PIL image.
 
     Returns:
-        An estimate with source "image".
+        uint8 [H, W].
     """
     # shrink large images with an integer box reduction first (cheap, no blur), then, if still above
     # MAX_LONG_SIDE, an area-averaging resize, which bounds the analysis time (a 2100-px scan took ~70 ms
@@ -288,4 +308,16 @@ def estimate_image(image: Image.Image) -> TextEstimate:
     if max(gray.size) > MAX_LONG_SIDE:
         scale = MAX_LONG_SIDE / max(gray.size)
         gray = gray.resize((round(gray.width * scale), round(gray.height * scale)), Image.Resampling.BOX)
-    return estimate_image_array(np.asarray(gray, dtype=np.uint8))
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def estimate_image(image: Image.Image) -> TextEstimate:
+    """Estimate the text of a page image (scan, photo, image file) from a binarised low-resolution copy.
+
+    Args:
+        image: any PIL image; it is converted to gray and shrunk to about WORK_LONG_SIDE (``work_gray``).
+
+    Returns:
+        An estimate with source "image".
+    """
+    return estimate_image_array(work_gray(image))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from deepocr_cli.errors import InputError, NoInputError
+from deepocr_cli.boundary import is_run_level, reason
+from deepocr_cli.errors import NoInputError
 from deepocr_cli.inputs.discover import find_documents
 from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_ranges
 from deepocr_cli.options import ConvertOptions
@@ -38,6 +39,16 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
     choice = choose_mode(est, w, h, max_compression=options.max_compression, min_mode=Mode(options.min_mode),
                          max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles)
     return est, choice
+
+
+def page_is_blank(reader: DocumentReader, index: int) -> bool:
+    """Whether scan preparation calls the page blank (convert then skips the model for it)."""
+    from deepocr_cli.planning.estimate import _render_gray
+    from deepocr_cli.planning.image_estimate import work_gray
+    from deepocr_cli.planning.scan import analyse_scan
+
+    gray = _render_gray(reader.pdf_page(index)) if reader.kind == "pdf" else work_gray(reader.render(index))
+    return analyse_scan(gray, rotate=False, deskew=False).blank
 
 
 def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_tiles: int = 2,
@@ -90,24 +101,31 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
         entry: dict = {"source": str(src.rel), "root": _shown(src.root), "error": None, "pages": []}
         files.append(entry)
         try:
-            with open_document(src) as reader:
+            with open_document(src, password=options.password, max_image_pixels=options.max_image_pixels) as reader:
                 wanted = (parse_page_ranges(options.pages, reader.page_count) if options.pages
                           else range(reader.page_count))
                 for i in wanted:
                     t0 = time.perf_counter()
                     est, choice = plan_page(reader, i, options)
+                    blank = options.skip_blank and page_is_blank(reader, i)
                     ms = (time.perf_counter() - t0) * 1000
-                    entry["pages"].append({"page": i + 1, "estimate": est.to_json(), **choice.to_json(),
+                    planned = choice.to_json()
+                    if blank:  # convert skips it in every mode: no vision tokens
+                        planned.update(mode="", grid=[1, 1], vision_tokens=0, predicted_ratio=0.0,
+                                       reason="blank page: skips the model")
+                    entry["pages"].append({"page": i + 1, "estimate": est.to_json(), **planned, "blank": blank,
                                            "estimate_ms": round(ms, 2)})
                     totals["pages"] += 1
-                    totals["auto"] += choice.vision_tokens
+                    totals["auto"] += planned["vision_tokens"]
                     totals["estimate_ms"] += ms
                     w, h = reader.page_size(i)
-                    for m in MODE_ORDER:
+                    for m in MODE_ORDER if not blank else ():
                         totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
                                                              options.max_tiles)
-        except (InputError, ValueError) as e:
-            entry["error"] = str(e)
+        except Exception as e:  # one document's failure is that document's (boundary.py)
+            if is_run_level(e):
+                raise
+            entry["error"] = str(e) if isinstance(e, ValueError) else reason(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
     return {"schema_version": PLAN_SCHEMA_VERSION, "max_compression": options.max_compression, "files": files,
@@ -131,6 +149,8 @@ def _estimate_seconds(files: list[dict], model_key: str | None, device: str | No
     def seconds(mode_of: Callable[[dict], str]) -> float | None:
         total = 0.0
         for p in pages:
+            if p.get("blank"):  # skips the model
+                continue
             rate = per_mode.get(mode_of(p))
             if rate is None:
                 return None
@@ -153,7 +173,8 @@ def plan_rows(result: dict) -> tuple[list[str], list[list[str]]]:
         if f["error"]:
             rows.append(["-", "error", "", "", "", "", f"{f['source']}: {f['error']}"])
         for p in f["pages"]:
-            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}", p["mode"],
+            rows.append([str(p["page"]), p["estimate"]["source"], f"{p['estimate']['tokens']:.0f}",
+                         "blank" if p.get("blank") else p["mode"],
                          str(p["vision_tokens"]), f"{p['predicted_ratio']:.1f}x", f["source"]])
     return header, rows
 

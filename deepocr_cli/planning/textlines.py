@@ -57,7 +57,7 @@ def fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
             k: np.zeros(0)
             for k in (
                 "strip", "y0", "y1", "lo", "hi", "core", "height", "width", "inked", "density", "extent", "nseg",
-                "wgaps", "first", "last", "strokes", "marks",
+                "wgaps", "first", "last", "strokes", "marks", "low_marks", "high_marks",
             )
         }
     strip = starts // (h + 2)
@@ -108,8 +108,13 @@ def fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         np.cumsum(band, axis=1, out=cum[:, 1:])
         return cum[row, c1] > cum[row, c0]
 
-    is_mark = ~_seg_any(above) & ~_seg_any(below) & ~(_seg_any(top) & _seg_any(bottom))
+    outside, in_top, in_bottom = _seg_any(above) | _seg_any(below), _seg_any(top), _seg_any(bottom)
+    is_mark = ~outside & ~(in_top & in_bottom)
     marks = np.bincount(row, weights=is_mark, minlength=n)
+    # marks in the core's bottom quarter but not its top one, and the reverse (, . 、 。 and small kana sit low in
+    # upright text, quotes high): scan preparation tells upright CJK from upside down by them
+    low_marks = np.bincount(row, weights=is_mark & in_bottom, minlength=n)
+    high_marks = np.bincount(row, weights=is_mark & in_top, minlength=n)
     inked = np.bincount(row, weights=s1 - s0, minlength=len(starts))
     first = np.full(len(starts), STRIP, dtype=np.int64)
     last = np.zeros(len(starts), dtype=np.int64)
@@ -143,6 +148,8 @@ def fragments(ink: np.ndarray) -> dict[str, np.ndarray]:
         "last": last,
         "strokes": (vcum[ends] - vcum[starts]).astype(np.float32),
         "marks": marks,
+        "low_marks": low_marks,
+        "high_marks": high_marks,
     }
 
 

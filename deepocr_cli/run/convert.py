@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from deepocr_cli.boundary import enter, is_run_level
+from deepocr_cli.boundary import reason as reason_for
 from deepocr_cli.checkpoints import checkpoint_identity
 from deepocr_cli.errors import NoInputError, OutputError, UsageError
 from deepocr_cli.inputs.discover import SourceDoc, find_documents
 from deepocr_cli.options import ConvertOptions
-from deepocr_cli.outputs.paths import OutputPaths, output_paths
+from deepocr_cli.outputs.paths import OutputPaths, output_paths, path_hash
 from deepocr_cli.run.finish import truncation_note
 from deepocr_cli.run.jobs import Doc
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
@@ -92,10 +94,13 @@ def convert(
     todo: list[Doc] = []
     restores: list[tuple[Doc, Verdict]] = []
     for src, paths_ in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
-        try:
+        try:  # the document's boundary (boundary.py): reading it for its hash
+            enter("hash", src.path)
             sha = sha256_file(src.path)
-        except OSError as e:
-            file_failed(report, reporter, str(src.path), f"unreadable: {e.strerror or e}")
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            file_failed(report, reporter, str(src.path), f"unreadable: {reason_for(e)}")
             continue
         doc = Doc(src, paths_, sha, state_key(sha, {"fingerprint": identity.key}, options.key_settings()))
         if options.force or options.stdout:
@@ -114,7 +119,7 @@ def convert(
         todo, restores = _writable(todo, restores, report, reporter)
     todo = _not_busy(todo, report, reporter)
     for doc, verdict in restores:
-        _report(report, reporter, restore_outputs(doc, verdict))
+        _report(report, reporter, restore_outputs(doc, verdict, options.password))
     if todo:
         engine = engine_factory() if engine_factory else _load_engine(options)
         if getattr(engine, "remote", False):  # several workers (--devices, --ray): deepocr_cli.scale
@@ -203,25 +208,32 @@ def _not_busy(todo: list[Doc], report: RunReport, reporter: Reporter) -> list[Do
 
 
 def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[OutputPaths]:
-    """Output paths per document, never shared: `a.pdf` and `a.png` in one folder (or two input
-    trees mirrored into one --output-dir) get `a.pdf.md` / `a.png.md`, then numbered stems."""
+    """Output paths per document, never shared, and independent of the order of the arguments.
+
+    1. ``NAME.EXT`` gets ``NAME.md``/``NAME.json``/``NAME_images`` beside it, or at its path relative to its
+       input root under --output-dir.
+    2. Sources of this run that would share those outputs (``x.pdf`` and ``x.png`` in one folder) each use their
+       full name: ``x.pdf.json``, ``x.png.json``.
+    3. Sources that still share them (``a/x.pdf`` and ``b/x.pdf`` given as files with one --output-dir) each
+       add ``~`` and 8 hex digits of their absolute path's SHA-256: ``x.pdf~1a2b3c4d.json``.
+    """
 
     def plain(src: SourceDoc, stem: str | None = None) -> OutputPaths:
         # The path as the user sees it (root/rel), not the symlink-resolved one.
         return output_paths(src.root / src.rel, src.root, output_dir, stem)
 
+    def clashes(out: list[OutputPaths]) -> set[Path]:
+        counts: dict[Path, int] = {}
+        for p in out:
+            counts[p.json] = counts.get(p.json, 0) + 1
+        return {j for j, n in counts.items() if n > 1}
+
     out = [plain(d) for d in docs]
-    counts: dict[Path, int] = {}
-    for p in out:
-        counts[p.json] = counts.get(p.json, 0) + 1
-    out = [plain(d, d.rel.name) if counts[p.json] > 1 else p for d, p in zip(docs, out, strict=True)]
-    seen: dict[Path, int] = {}
-    for i, (d, p) in enumerate(zip(docs, out, strict=True)):
-        n = seen.get(p.json, 0) + 1
-        seen[p.json] = n
-        if n > 1:
-            out[i] = plain(d, f"{d.rel.name}-{n}")
-    return out
+    shared = clashes(out)
+    out = [plain(d, d.rel.name) if p.json in shared else p for d, p in zip(docs, out, strict=True)]
+    shared = clashes(out)
+    return [plain(d, f"{d.rel.name}~{path_hash(d.root / d.rel)}") if p.json in shared else p
+            for d, p in zip(docs, out, strict=True)]
 
 
 def _load_engine(options: ConvertOptions) -> Any:

@@ -6,14 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
+from deepocr_cli.boundary import enter, is_run_level, reason
 from deepocr_cli.errors import InputError, OutputError
 from deepocr_cli.outputs.crops import render_molecule_images, save_page_crops
 from deepocr_cli.outputs.formats import write_document
 from deepocr_cli.outputs.markdown import render_markdown
+from deepocr_cli.outputs.results import PageError
 from deepocr_cli.planning import rates
 from deepocr_cli.run.jobs import Doc, Page, RunContext
 from deepocr_cli.run.report import FileReport
-from deepocr_cli.run.state import write_state
+from deepocr_cli.run.scanprep import map_page_back
+from deepocr_cli.run.state import read_state, write_state
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +26,24 @@ def finish_page(ctx: RunContext, work: Page) -> None:
     doc, page = work.doc, work.page
     if work.image is not None and not ctx.options.stdout:
         try:
+            enter("crops", doc.src.path)
             save_page_crops(page, work.image, doc.paths)
             if ctx.options.render_molecules:
                 render_molecule_images(page, doc.paths)
-        except OSError as e:
-            page.warnings.append(f"figure crops not saved: {e.strerror or e}")
+        except Exception as e:  # the page's boundary: crops that cannot be saved (disk, RDKit) fail the page
+            if is_run_level(e):
+                raise
+            log.debug("crops of page %d of %r", page.index + 1, doc.src.path, exc_info=True)
+            page.error = page.error or PageError("crops", f"figure crops not saved: {reason(e)}")
     work.image = None
+    # crops were cut upright from the image the model saw; from here on every box is the source page's
+    map_page_back(page, work.transform)
     doc.done[page.index] = page
-    if doc.partial is not None:
+    if doc.partial is not None and page.error is None:  # a failed page is retried by the next run
         try:
             doc.partial.append(page)
-        except OSError as e:
-            log.warning("cannot record progress of %s: %s", doc.src.path, e)
+        except Exception as e:  # noqa: BLE001 - losing the checkpoint costs a rerun some work, nothing else
+            log.warning("cannot record progress of %r: %s", doc.src.path, reason(e))
     ctx.reporter.page_done(str(doc.src.path), page)
     maybe_finish_doc(ctx, doc)
 
@@ -54,6 +63,7 @@ def _file_report(doc: Doc) -> FileReport:
         str(doc.src.path), {"ok": "converted"}.get(result.status, result.status),
         pages=len(new), truncated_pages=len(truncated), failed_pages=failed, resumed_pages=len(doc.resumed),
         truncated_kept=sum(1 for p in truncated if p.index in doc.resumed),
+        blank_pages=sum(1 for p in new if p.blank),
         repeating_pages=sum(1 for p in result.pages if p.repetition),
         vision_tokens=sum(p.vision_tokens for p in new), generated_tokens=sum(p.generated_tokens for p in new),
     )
@@ -66,6 +76,8 @@ def _file_report(doc: Doc) -> FileReport:
     if fr.repeating_pages and not failed and not truncated:
         reasons.append(f"{fr.repeating_pages} page(s) repeated text in a loop; one copy kept (see the page's repetition)")
     fr.reason = "; ".join(reasons) or None
+    fr.warnings = list(result.warnings) + [
+        f"p{p.index + 1}: {w}" for p in result.pages for w in p.warnings if w.startswith("MuPDF: ")]
     return fr
 
 
@@ -85,7 +97,10 @@ def maybe_finish_doc(ctx: RunContext, doc: Doc) -> None:
     if not doc.all_submitted or len(doc.done) < len(doc.wanted) or doc.result is None:
         return
     fr = _file_report(doc)
+    # The document's last boundary: a format that cannot be rendered or written (OutputError from atomic_write,
+    # a bug in one format) fails this document, with nothing half-written; the run goes on.
     try:
+        enter("write", doc.src.path)
         if ctx.options.stdout:
             ctx.report.markdown[fr.source] = render_markdown(doc.result)
         else:
@@ -100,6 +115,14 @@ def maybe_finish_doc(ctx: RunContext, doc: Doc) -> None:
         fr.status, fr.reason, fr.output_error = "failed", str(e), True
     except InputError as e:  # pdf and html read the source again: it vanished or changed since it was read
         fr.status, fr.reason = "failed", f"outputs not all written: {e}"
+    except Exception as e:
+        if is_run_level(e):
+            raise
+        log.debug("writing %r failed", doc.src.path, exc_info=True)
+        fr.status, fr.reason = "failed", f"outputs not written: {reason(e)}"
+    if (fr.status == "failed" and doc.partial is not None and doc.result.status == "ok"
+            and read_state(doc.paths, doc.key) is not None):
+        doc.partial.remove()  # the JSON (written first) holds every page: a rerun rebuilds the rest from it
     if doc.lock is not None:
         doc.lock.release()
         doc.lock = None

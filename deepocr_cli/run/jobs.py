@@ -46,6 +46,7 @@ class Page:
     attempts: list[dict] = field(default_factory=list)
     figures_pending: int = 0
     first: tuple | None = None  # (result, mode, grid) of attempt 0 while an escalated attempt runs
+    transform: Any = None  # planning.scan.PageTransform when the image was turned or straightened for the model
 
 
 @dataclass

@@ -15,12 +15,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from deepocr_cli import prompts
+from deepocr_cli.boundary import enter, is_run_level, reason
 from deepocr_cli.errors import InputError
 from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_ranges
 from deepocr_cli.options import AUTO
+from deepocr_cli.outputs.paths import source_path_for
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
 from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
+from deepocr_cli.planning.upright import prepare_page
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
+from deepocr_cli.run.scanprep import blank_page, scan_page
 from deepocr_cli.run.state import DocumentLock, PartialPages, decide, kept_pages, partial_path
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ def page_request(ctx: RunContext, work: Page, mode: Mode, attempt: int) -> Reque
     t0 = time.perf_counter()
     opt = ctx.options
     prompt = prompts.MARKDOWN if opt.task == "markdown" else prompts.FREE_OCR
+    enter("preprocess", work.doc.src.path)
     prepared = ctx.engine.prepare(work.image, mode, prompt, opt.min_tiles, opt.max_tiles)
     work.page.timing["preprocess"] = round(work.page.timing.get("preprocess", 0) + time.perf_counter() - t0, 4)
     work.attempts.append({"attempt": attempt, "mode": mode.value})
@@ -104,8 +109,10 @@ class Producer:
             lock.release()
             self.put(("failed", doc, f"output not writable: {e.strerror or e}", True))
             return
+        # The document's boundary (boundary.py): whatever opening, counting or resuming it raises is this
+        # document's failure; each page has a boundary of its own in _render_page.
         try:
-            with open_document(doc.src) as reader:
+            with open_document(doc.src, password=opt.password, max_image_pixels=opt.max_image_pixels) as reader:
                 self._start_doc(doc, reader)
                 self.put(("doc", doc))
                 for index in doc.wanted:
@@ -114,17 +121,18 @@ class Producer:
                     if index in doc.done:
                         continue
                     self.put(self._render_page(doc, reader, index))
-        except InputError as e:
-            self.put(("failed", doc, str(e), False))
-            return
-        except OSError as e:
-            self.put(("failed", doc, f"unreadable: {e.strerror or e}", False))
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            log.debug("%r failed", doc.src.path, exc_info=True)
+            self.put(("failed", doc, ("unreadable: " if isinstance(e, OSError) else "") + reason(e), False))
             return
         self.put(("end", doc))
 
     def _start_doc(self, doc: Doc, reader: DocumentReader) -> None:
         """Choose the pages, start the document's result and pick up pages an earlier run finished."""
         opt = self.ctx.options
+        enter("page_count", doc.src.path)
         try:
             wanted = parse_page_ranges(opt.pages, reader.page_count) if opt.pages else list(range(reader.page_count))
         except ValueError as e:
@@ -133,10 +141,11 @@ class Producer:
             raise InputError(f"--pages {opt.pages} selects no page of {reader.page_count}")
         doc.wanted = wanted
         doc.result = DocResult(
-            source=doc.src.path, source_rel=str(doc.src.rel), size=doc.src.path.stat().st_size,
+            source=doc.src.path, source_rel=source_path_for(doc.src, doc.paths), size=doc.src.path.stat().st_size,
             sha256=doc.sha256, page_count=reader.page_count, model=self.ctx.model_info,
-            settings={**self.ctx.settings, "state_key": doc.key}, pages=[],
+            settings={**self.ctx.settings, "state_key": doc.key}, pages=[], password=opt.password,
         )
+        doc.result.warnings.extend(reader.warnings)
         if not opt.stdout:
             doc.partial = PartialPages(partial_path(doc.paths.json), doc.key)
             # Failed pages, truncated ones due again and pages longer than the limit are left out: they run again.
@@ -160,9 +169,17 @@ class Producer:
             est = None
             # An image file is its own render: decode it once, for the estimate and for the model.
             image = reader.render(index) if reader.kind != "pdf" else None
+            verdict = None
+            if opt.skip_blank or opt.rotate or opt.deskew:
+                verdict = scan_page(reader, index, image, opt)
+                if verdict.blank:
+                    return ("blank", doc, index, blank_page(index, reader, verdict, time.perf_counter() - t0))
+                if verdict.rotation in (90, 270):
+                    pw, ph = ph, pw  # the model sees the page upright
             if opt.mode == AUTO:
                 from deepocr_cli.planning.plan import plan_page
 
+                enter("estimate", doc.src.path)
                 est, choice = plan_page(reader, index, opt, image)
                 mode = choice.mode
             else:
@@ -170,7 +187,13 @@ class Producer:
             if reader.kind == "pdf":
                 # Render once at the size of the mode an escalation could need, so a re-run needs no re-render.
                 size_mode = escalation_target(self.ctx, mode) or mode
-                image = reader.render(index, render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles))
+                rw, rh = render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles)
+                if verdict is not None and verdict.rotation in (90, 270):
+                    rw, rh = rh, rw  # rendered as the source lies, turned below
+                image = reader.render(index, (rw, rh))
+            transform = None
+            if verdict is not None and (verdict.rotation or verdict.skew):
+                image, transform = prepare_page(image, verdict)
             t1 = time.perf_counter()
             w, h = image.size
             grid = grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
@@ -179,20 +202,26 @@ class Producer:
                 vision_tokens=vision_tokens(mode, grid), image_embeddings=image_embeddings(mode, grid),
             )
             page.timing["render"] = round(t1 - t0, 4)
+            page.warnings.extend(reader.page_warnings(index))
             if est is not None:
                 page.plan = {"estimate": est.to_json(), "choice": choice.to_json(), "target": opt.max_compression}
-            work = Page(doc, page, image, choice)
+            if verdict is not None:
+                page.scan = verdict.to_json()
+                if transform is not None:  # the size of the image the model saw, for --reparse
+                    page.scan["model_size"] = list(transform.size)
+            work = Page(doc, page, image, choice, transform=transform)
             return self.pool.submit(self._preprocess, work, mode)
-        except InputError as e:
-            return ("page_error", doc, index, PageError("render", str(e)))
-        except Exception as e:  # noqa: BLE001 - a broken page must not stop the document
-            log.debug("page %d of %s failed to render", index + 1, doc.src.path, exc_info=True)
-            return ("page_error", doc, index, PageError("render", f"{type(e).__name__}: {e}"))
+        except Exception as e:  # the page's boundary: a broken page (even a MemoryError) fails only itself
+            if is_run_level(e):
+                raise
+            log.debug("page %d of %r failed to render", index + 1, doc.src.path, exc_info=True)
+            return ("page_error", doc, index, PageError("render", reason(e)))
 
     def _preprocess(self, work: Page, mode: Mode) -> object:
         """Pool worker: the page's request, or an error record if its image cannot be preprocessed."""
         try:
             return page_request(self.ctx, work, mode, attempt=0)
-        except Exception as e:  # noqa: BLE001 - one bad page must not stop the document
-            log.debug("page %d of %s failed to preprocess", work.page.index + 1, work.doc.src.path, exc_info=True)
-            return ("page_error", work.doc, work.page.index, PageError("preprocess", f"{type(e).__name__}: {e}"))
+        except Exception as e:  # noqa: BLE001 - one bad page must not stop the document (run-level errors
+            # surface when the model is called)
+            log.debug("page %d of %r failed to preprocess", work.page.index + 1, work.doc.src.path, exc_info=True)
+            return ("page_error", work.doc, work.page.index, PageError("preprocess", reason(e)))

@@ -26,6 +26,7 @@ from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.outputs.stored import load_stored
 from deepocr_cli.run.convert import assign_outputs
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
+from deepocr_cli.run.scanprep import map_page_back, stored_transform
 from deepocr_cli.run.state import sha256_file, write_state
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,18 @@ def _reparse_one(src: SourceDoc, out: OutputPaths, options: ConvertOptions, repo
         (p.index, tuple(b.boxes)): (b.index, list(b.image_paths)) for p in pages for b in p.blocks if b.image_paths
     }
     for page in pages:
+        # a page turned or straightened for the model: its raw output is in the coordinates of the image the model
+        # saw; read it there, then map its boxes back to the source page
+        transform = stored_transform(page)
+        if transform is not None:
+            page.width, page.height = transform.size
         reparse_page(page, task)
+        map_page_back(page, transform)
     crops_note = _redraw_crops(src, out, pages, doc.sha256, old_links, options)
     fr = FileReport(
         str(src.path), "converted", "reparsed" + (f"; {crops_note}" if crops_note else ""), pages=len(pages),
         truncated_pages=sum(p.truncated for p in pages), failed_pages=sum(p.error is not None for p in pages),
-        repeating_pages=sum(bool(p.repetition) for p in pages),
+        repeating_pages=sum(bool(p.repetition) for p in pages), blank_pages=sum(p.blank for p in pages),
         vision_tokens=sum(p.vision_tokens for p in pages), generated_tokens=sum(p.generated_tokens for p in pages),
     )
     if options.stdout:
@@ -122,7 +129,7 @@ def _redraw_crops(
         reason = f"source unreadable ({e.strerror or e})"
     if reason is None:
         try:
-            with open_document(src) as reader:
+            with open_document(src, password=options.password) as reader:
                 for page in wanted:
                     image = reader.render(page.index, (page.width, page.height))
                     save_page_crops(page, image, out)

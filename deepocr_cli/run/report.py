@@ -28,11 +28,13 @@ class FileReport:
     truncated_pages: int = 0
     repeating_pages: int = 0
     failed_pages: int = 0
+    blank_pages: int = 0
     vision_tokens: int = 0
     generated_tokens: int = 0
     resumed_pages: int = 0
     truncated_kept: int = 0  # of truncated_pages, those kept from an earlier run with the same settings
     output_error: bool = False
+    warnings: list[str] = field(default_factory=list)  # a damaged PDF's repairs (document, then "pN: ..." pages)
 
     def to_json(self) -> dict:
         """Stable JSON form (documented in README)."""
@@ -81,11 +83,13 @@ class RunReport:
             "files": len(self.files),
             **{s: self.count(s) for s in STATUSES},
             "pages": self.pages,
+            "with_warnings": sum(1 for f in self.files if f.warnings),
             "resumed_pages": sum(f.resumed_pages for f in self.files),
             "truncated_pages": sum(f.truncated_pages for f in self.files),
             "truncated_kept": sum(f.truncated_kept for f in self.files),
             "vision_tokens": sum(f.vision_tokens for f in self.files),
             "generated_tokens": sum(f.generated_tokens for f in self.files),
+            "blank_pages": sum(f.blank_pages for f in self.files),
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }

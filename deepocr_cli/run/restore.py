@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from deepocr_cli.boundary import is_run_level
+from deepocr_cli.boundary import reason as reason_for
 from deepocr_cli.errors import InputError, OutputError
 from deepocr_cli.inputs.render import open_document
 from deepocr_cli.outputs.crops import save_page_crops
@@ -28,7 +30,7 @@ def _restore_crops(doc: Doc, result: DocResult, missing: list[str]) -> None:
     folder = doc.paths.json.parent
     wanted = set(missing)
     pages = [p for p in result.pages if any(link in wanted for b in p.blocks for link in b.image_paths)]
-    with open_document(doc.src) as reader:
+    with open_document(doc.src, password=result.password) as reader:
         for page in pages:
             image = reader.render(page.index, None if reader.kind != "pdf" else (page.width, page.height))
             save_page_crops(page, image, doc.paths)
@@ -37,8 +39,10 @@ def _restore_crops(doc: Doc, result: DocResult, missing: list[str]) -> None:
         raise OSError(f"figure crops not restored: {', '.join(still[:3])}")
 
 
-def restore_outputs(doc: Doc, verdict: Verdict) -> FileReport:
+def restore_outputs(doc: Doc, verdict: Verdict, password: str | None = None) -> FileReport:
     """Write the formats and crops a `Verdict` of ``rewrite`` names from the document's JSON.
+
+    ``password`` opens an encrypted source again (crops, and formats that reopen it); it is never written.
 
     Returns:
         ``restored`` (``partial`` when the document keeps truncated pages), ``busy`` when another run holds
@@ -53,6 +57,7 @@ def restore_outputs(doc: Doc, verdict: Verdict) -> FileReport:
         return FileReport(src, "failed", f"unreadable: {e.strerror or e}")
     try:
         result = load_stored(doc.paths.json, doc.src.path)
+        result.password = password
         if verdict.crops:
             _restore_crops(doc, result, verdict.crops)
         written = write_document(result, doc.paths, verdict.formats)
@@ -63,6 +68,10 @@ def restore_outputs(doc: Doc, verdict: Verdict) -> FileReport:
         return FileReport(src, "failed", str(e), output_error=True)
     except OSError as e:
         return FileReport(src, "failed", f"cannot restore outputs: {e.strerror or e}")
+    except Exception as e:  # the document's boundary (boundary.py): a format that breaks fails only this file
+        if is_run_level(e):
+            raise
+        return FileReport(src, "failed", f"cannot restore outputs: {reason_for(e)}")
     finally:
         lock.release()
     truncated = [p.index for p in result.pages if p.truncated]

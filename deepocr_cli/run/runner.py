@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from deepocr_cli import prompts
+from deepocr_cli.boundary import enter, is_run_level, reason
 from deepocr_cli.errors import OutOfResourcesError
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.page import read_page
@@ -95,19 +96,82 @@ class Runner:
                         self._on_event(item)
                         continue
                     req = item
-                req.prepared.tag = req
-                sched.add(engine.engine_request(req.prepared, ctx.options.max_new_tokens))
+                self._admit(sched, req)
             if not sched.has_work and producer_done and not ctx.internal:
                 ctx.report.engine = sched.metrics.report()
                 return
-            for done in sched.step() if sched.has_work else []:
-                res = engine.result(done)
-                if res.error:  # a page larger than the whole KV budget: out of memory at batch size 1 (exit 7)
-                    raise OutOfResourcesError(f"out of memory: a page {res.error}; lower --max-new-tokens, "
-                                              "use a smaller mode, or free GPU memory")
-                req = res.tag
-                req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + res.seconds, 4)
-                (self._on_page_result if req.kind == "page" else self._on_figure_result)(req, res)
+            try:
+                finished = sched.step() if sched.has_work else []
+            except Exception as e:
+                if is_run_level(e):
+                    raise
+                # A model step failed for the sequences in flight together: rerun each alone in a fresh
+                # scheduler, so that only the one that fails on its own is a failed page (boundary.py).
+                log.debug("a model step failed (%s); running its %d sequence(s) one by one", e, len(sched.running))
+                flight = [s.request.tag.tag for s in [*sched.running, *sched.waiting]]
+                sched = engine.scheduler(self.batch_size, self.ngram)
+                for req in flight:
+                    self._run_alone(req)
+                continue
+            for done in finished:
+                self._deliver(done)
+
+    def _admit(self, sched: Any, req: Request) -> None:
+        """Hand a request to the scheduler; one that cannot be admitted (bad prompt) fails its page alone."""
+        try:
+            enter("generate" if req.kind == "page" else "figures", req.work.doc.src.path)
+            req.prepared.tag = req
+            sched.add(self.ctx.engine.engine_request(req.prepared, self.ctx.options.max_new_tokens))
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+
+    def _run_alone(self, req: Request) -> None:
+        """Generate one request in a scheduler of its own; its failure is its page's."""
+        engine = self.ctx.engine
+        sched = engine.scheduler(1, self.ngram)
+        try:
+            enter("generate" if req.kind == "page" else "figures", req.work.doc.src.path)
+            sched.add(engine.engine_request(req.prepared, self.ctx.options.max_new_tokens))
+            finished = []
+            while sched.has_work:
+                finished.extend(sched.step())
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+            return
+        for done in finished:
+            self._deliver(done)
+
+    def _deliver(self, done: Any) -> None:
+        """A finished sequence: its page's (or figure's) answer goes on; an error there fails that page only."""
+        res = self.ctx.engine.result(done)
+        if res.error:  # a page larger than the whole KV budget: out of memory at batch size 1 (exit 7)
+            raise OutOfResourcesError(f"out of memory: a page {res.error}; lower --max-new-tokens, "
+                                      "use a smaller mode, or free GPU memory")
+        req = res.tag
+        req.work.page.timing["generate"] = round(req.work.page.timing.get("generate", 0) + res.seconds, 4)
+        try:
+            (self._on_page_result if req.kind == "page" else self._on_figure_result)(req, res)
+        except Exception as e:
+            if is_run_level(e):
+                raise
+            self._on_request_error(req, e)
+
+    def _on_request_error(self, req: Request, exc: BaseException) -> None:
+        """One request failed on its own: its page is a failed page (a figure's failure fails its page too)."""
+        work = req.work
+        if work.doc.result is None or work.page.index in work.doc.done:
+            return
+        log.debug("page %d of %r failed", work.page.index + 1, work.doc.src.path, exc_info=exc)
+        work.page.error = PageError("generate" if req.kind == "page" else "figures", reason(exc))
+        if req.kind == "figure":
+            work.figures_pending -= 1
+            if work.figures_pending > 0:
+                return
+        finish_page(self.ctx, work)
 
     def _on_event(self, item: tuple) -> None:
         ctx = self.ctx
@@ -122,6 +186,9 @@ class Runner:
             assert doc.result is not None
             page = PageResult(index=index, width=0, height=0, mode="", grid=(1, 1), vision_tokens=0,
                               image_embeddings=0, error=err)
+            finish_page(ctx, Page(doc, page, None))
+        elif kind == "blank":
+            page = item[3]
             finish_page(ctx, Page(doc, page, None))
         elif kind == "end":
             doc.all_submitted = True
@@ -169,10 +236,11 @@ class Runner:
             page.plan["actual_ratio"] = round(ratio, 3)
             page.plan["at_risk"] = bool(ratio > opt.max_compression)
         try:
+            enter("parse", work.doc.src.path)
             parsed = read_page(res.text, page.width, page.height, opt.task)
             page.blocks, page.warnings, page.repetition = parsed.blocks, list(parsed.warnings), parsed.repetition
         except Exception as e:  # noqa: BLE001 - the parser is tolerant; this guards against a bug losing a page
-            page.error = PageError("parse", f"{type(e).__name__}: {e}")
+            page.error = PageError("parse", reason(e))
         if page.truncated:
             page.warnings.append("truncated: the model stopped at --max-new-tokens without finishing the page")
         self._submit_figures(work)
@@ -197,11 +265,15 @@ class Runner:
         figures = [b for b in work.page.blocks if b.label == "image" and b.boxes_px][: opt.deep_max_per_page]
         for block in figures:
             try:
+                enter("figures", work.doc.src.path)
                 crop = crop_for_figure(work.image, block.boxes_px[0])
                 mode = figure_mode(*crop.size)
                 prepared = self.ctx.engine.prepare(crop, mode, prompts.PARSE_FIGURE, opt.min_tiles, opt.max_tiles)
-            except Exception as e:  # noqa: BLE001 - a bad crop loses only its description
-                work.page.warnings.append(f"figure {block.index}: not parsed ({type(e).__name__}: {e})")
+            except ValueError as e:  # a box with no area on the page: the model's answer, not a fault
+                work.page.warnings.append(f"figure {block.index}: not parsed ({e})")
+                continue
+            except Exception as e:  # noqa: BLE001 - a crop that breaks fails its page, never the document
+                work.page.error = PageError("figures", f"figure {block.index}: {reason(e)}")
                 continue
             work.figures_pending += 1
             self.ctx.internal.append(Request("figure", work, prepared, block))
@@ -210,6 +282,7 @@ class Runner:
         from deepocr_cli.outputs.figures import classify_figure_answer
 
         assert req.block is not None
+        enter("figures", req.work.doc.src.path)
         req.block.figure = classify_figure_answer(res.text, truncated=res.truncated)
         req.work.figures_pending -= 1
         if req.work.figures_pending == 0:

@@ -43,22 +43,30 @@ class ScaledRunner(Runner):
         if not isinstance(res, TaskError):
             super()._on_page_result(req, res)
             return
-        # As a page that failed before the model: no mode, no tokens, the error says why.
         work = req.work
-        page = PageResult(index=work.page.index, width=0, height=0, mode="", grid=(1, 1), vision_tokens=0,
-                          image_embeddings=0, error=PageError(res.stage, res.message))
-        page.timing = work.page.timing
-        finish_page(self.ctx, Page(work.doc, page, None))
+        if res.stage == "preprocess":
+            # As a page whose preprocessing failed in one process: no mode, no tokens, the error says why.
+            page = PageResult(index=work.page.index, width=0, height=0, mode="", grid=(1, 1), vision_tokens=0,
+                              image_embeddings=0, error=PageError(res.stage, res.message))
+            page.timing = work.page.timing
+            finish_page(self.ctx, Page(work.doc, page, None))
+            return
+        work.page.error = PageError(res.stage, res.message)  # "generate" (as in one process) or "worker"
+        finish_page(self.ctx, work)
 
     def _on_figure_result(self, req: Request, res: Any) -> None:
         if not isinstance(res, TaskError):
             super()._on_figure_result(req, res)
             return
         assert req.block is not None
-        req.work.page.warnings.append(f"figure {req.block.index}: not parsed ({res.message})")
-        req.work.figures_pending -= 1
-        if req.work.figures_pending == 0:
-            finish_page(self.ctx, req.work)
+        work = req.work
+        if res.stage == "preprocess":  # as a crop that cannot be prepared in one process: a warning
+            work.page.warnings.append(f"figure {req.block.index}: not parsed ({res.message})")
+        else:  # as a figure whose generation failed in one process: its page fails
+            work.page.error = PageError("figures", res.message)
+        work.figures_pending -= 1
+        if work.figures_pending == 0:
+            finish_page(self.ctx, work)
 
 
 def run_scaled(engine: Any, docs: list[Doc], options: ConvertOptions, reporter: Reporter, report: RunReport,

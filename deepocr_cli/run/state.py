@@ -299,7 +299,8 @@ class PartialPages:
         """Pages recorded by an earlier run with the same key, the last record of each page winning (empty if none
         or another key); `kept_pages` decides which of them still stand."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # surrogateescape: crop paths of a source with a non-UTF-8 name keep its bytes
+            lines = self.path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         except OSError:
             return {}
         pages: dict[int, PageResult] = {}
@@ -323,7 +324,7 @@ class PartialPages:
         """(Re)write the file with its header and the pages kept from an earlier run."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with tmp.open("w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(json.dumps({"state_key": self.key}) + "\n")
             for page in keep:
                 f.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")
@@ -333,7 +334,7 @@ class PartialPages:
 
     def append(self, page: PageResult) -> None:
         """Record one finished page durably."""
-        with self.path.open("a", encoding="utf-8") as f:
+        with self.path.open("a", encoding="utf-8", errors="surrogateescape") as f:
             f.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())

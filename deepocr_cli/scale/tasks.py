@@ -136,11 +136,27 @@ def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: i
             where.append(i)
         except Exception as e:  # noqa: BLE001 - a bad image fails its page, not the batch
             out[i] = TaskError("preprocess", f"{type(e).__name__}: {e}")
-    results = engine.generate(prepared, max_new_tokens=max_new_tokens, batch_size=batch_size, ngram=ngram) \
-        if prepared else []
+    results = _generate(engine, prepared, max_new_tokens, batch_size, ngram)
     for i, res in zip(where, results, strict=True):
         res.tag = None
         out[i] = res
     tokens = sum(r.generated_tokens for r in results)
     metrics = getattr(engine, "metrics", None)
     return out, BatchStats(len(tasks), tokens, time.perf_counter() - t0, copy.deepcopy(metrics))
+
+
+def _generate(engine: Any, prepared: list[Any], max_new_tokens: int, batch_size: int | None, ngram: Any) -> list[Any]:
+    """The batch's results; when the batch fails, each request alone, so only one that fails on its own is a
+    failed page (as the runner does in one process). Run-level errors (out of memory at one page) propagate."""
+    from deepocr_cli.boundary import is_run_level, reason
+
+    if not prepared:
+        return []
+    try:
+        return engine.generate(prepared, max_new_tokens=max_new_tokens, batch_size=batch_size, ngram=ngram)
+    except Exception as e:
+        if is_run_level(e):
+            raise
+        if len(prepared) == 1:
+            return [TaskError("generate", reason(e))]
+    return [r for p in prepared for r in _generate(engine, [p], max_new_tokens, batch_size, ngram)]
