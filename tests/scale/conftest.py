@@ -28,7 +28,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(workload: Path, scripted_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scale-reference")
+    out = tmp_path_factory.mktemp("scale-reference") / "out"  # as deep as the tests' tmp_path / "out": the JSON
+    # records the source relative to itself
     report = convert([workload], options(scripted_checkpoint, out))
     assert report.exit_code == 0 and report.count("converted") >= 7
     return out

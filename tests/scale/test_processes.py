@@ -71,7 +71,9 @@ def test_a_page_that_keeps_killing_workers_is_failed_not_retried_forever(scripte
         img = Image.new("RGB", size, "white")
         ImageDraw.Draw(img).text((20, 20), name, fill="black")
         img.save(src / name)
-    opts = options(scripted_checkpoint, tmp_path / "out", devices=("cpu", "cpu"), worker_retries=1, deep=False)
+    # Pages reach the workers as drawn (no blank-page skip, no turning), so the poison page is known by its size.
+    opts = options(scripted_checkpoint, tmp_path / "out", devices=("cpu", "cpu"), worker_retries=1, deep=False,
+                   skip_blank=False, rotate=False, deskew=False)
     engine = open_engine(opts)
     # Whichever worker is given the poison page dies, every time.
     engine.dispatcher.on_dispatch = lambda w, tasks: (
@@ -92,7 +94,9 @@ def test_a_page_that_keeps_killing_workers_is_failed_not_retried_forever(scripte
 def test_worker_errors_keep_their_exit_codes(scripted_checkpoint: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     img = tmp_path / "page.png"
-    Image.new("RGB", (200, 100), "white").save(img)
+    page = Image.new("RGB", (400, 200), "white")
+    ImageDraw.Draw(page).text((20, 20), "A line of print, so the page is not blank", fill="black")
+    page.save(img)
     args = ["convert", str(img), "--max-new-tokens", "24", "--devices", "cpu,cpu", "-q"]
     # A checkpoint the workers cannot load: model unavailable (6), as in one process.
     r = CliRunner().invoke(app, [*args, "--model", str(tmp_path / "missing")])
