@@ -1,6 +1,7 @@
 """Measure scan preparation (deepocr_cli/planning/scan.py): blank pages, orientation, skew, and their cost.
 
 Usage: python bench/scan_prep.py [CORPUS] [--variants N] [--seed S] [--blank N] [--big-pdf PAGES] [--quick]
+       [--baseline OTHER/deepocr_cli/planning/scan.py]
 
 Test set, all at the text estimator's resolution (long side WORK_LONG_SIDE, ~120 dpi on A4):
 - text pages: every page of the benchmark corpus (CORPUS/public/manifest.jsonl, default /tmp/deepocr-corpus; built
@@ -202,7 +203,27 @@ def _timed(fn, *args, **kw):
     return r, (time.process_time() - t0) * 1000
 
 
+def _load_baseline(path: str):
+    """The scan module of another checkout (e.g. main's deepocr_cli/planning/scan.py), run beside this one on the
+    same scans; it imports the estimator of this checkout, which scan preparation leaves unchanged."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scan_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["scan_baseline"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _modules(args: argparse.Namespace) -> dict:
+    if args.baseline:
+        return {"baseline": _load_baseline(args.baseline), "this": scan}
+    return {"this": scan}
+
+
 def run(args: argparse.Namespace) -> dict:
+    modules = _modules(args)
+    analysers = {label: mod.analyse_scan for label, mod in modules.items()}
     rng = random.Random(args.seed)
     corpus = Path(args.corpus)
     text = corpus_pages(corpus) + sample_pages() + cjk_pages(corpus)
@@ -216,8 +237,7 @@ def run(args: argparse.Namespace) -> dict:
     # a page counts for orientation when the estimator finds enough text on it upright (a chart with three
     # labels, a chemical drawing or a photo has no lines to tell up from down by)
     white = np.full_like(text[0][2], 255)
-    res: dict = {"blank_false": [], "blank_found": 0, "blank_total": 0, "orient": {}, "skew_err": [],
-                 "ms": {"ink": [], "clean": [], "all": []}, "undecided": 0, "wrong": []}
+    results = {name: _new_result() for name in analysers}
     for name, script, gray in text + hard:
         upright_lines = _analyse(gray)[0].lines
         # a real scan in the corpus is skewed already: the truth is its own skew plus the one applied
@@ -228,50 +248,67 @@ def run(args: argparse.Namespace) -> dict:
                 angle = rng.uniform(-10, 10)
                 other = text[rng.randrange(len(text))][2] if rng.random() < 0.5 else None
                 g = degrade(gray, rng, other, angle, turns)
-                v = scan.analyse_scan(g)
-                res["n_text"] = res.get("n_text", 0) + 1
-                if v.blank:
-                    res["blank_false"].append(f"{name} turn{turns * 90}")
-                if script == "none" or upright_lines < 8:
-                    continue
-                want = (90 * turns) % 360
-                key = (script, want)
-                ok = v.rotation == want
-                res["orient"].setdefault(key, [0, 0])
-                res["orient"][key][0] += ok
-                res["orient"][key][1] += 1
-                if v.orientation == "undecided":
-                    res["undecided"] += 1
-                elif not ok:
-                    res["wrong"].append(f"{name} turn{want} -> {v.rotation} ({v.orientation_score:+.2f})")
-                if ok:
-                    res["skew_err"].append(abs(v.skew - (base - angle)))
+                for label, fn in analysers.items():
+                    _score_text(results[label], fn(g), name, script, turns, upright_lines, base, angle)
     for _ in range(args.blank):
         turns = rng.randrange(4)
         other = text[rng.randrange(len(text))][2] if rng.random() < 0.6 else None
         g = degrade(white, rng, other, rng.uniform(-10, 10), turns)
-        v = scan.analyse_scan(g)
-        res["blank_total"] += 1
-        res["blank_found"] += v.blank
+        for label, fn in analysers.items():
+            results[label]["blank_total"] += 1
+            results[label]["blank_found"] += fn(g).blank
     # cost, one core, on the text pages turned and skewed: the estimator's ink (shared with the text estimate),
     # the ink cleaned and measured for blank pages, and all of it (the skew and axis search, the turned page's
     # analysis and the up/down score on top); best of three runs of each page
     for _name, _script, gray in text:
         g = degrade(gray, rng, None, rng.uniform(-10, 10), rng.randrange(4))
         ink = ink_mask(g)
-        res["ms"]["ink"].append(min(_timed(ink_mask, g)[1] for _ in range(3)))
-        res["ms"]["clean"].append(min(_timed(scan.clean_ink, g, ink)[1] for _ in range(3)))
-        res["ms"]["all"].append(min(_timed(scan.analyse_scan, g)[1] for _ in range(3)))
-    res["pages"] = {"text": len(text), "hard": len(hard)}
-    return res
+        for label, fn in analysers.items():
+            res = results[label]
+            res["ms"]["ink"].append(min(_timed(ink_mask, g)[1] for _ in range(3)))
+            res["ms"]["clean"].append(min(_timed(modules[label].clean_ink, g, ink)[1] for _ in range(3)))
+            res["ms"]["all"].append(min(_timed(fn, g)[1] for _ in range(3)))
+    for res in results.values():
+        res["pages"] = {"text": len(text), "hard": len(hard)}
+    return results
 
 
-def big_blank_pdf(pages: int) -> dict:
-    """Convert a PDF of blank scanned pages end to end (tiny random checkpoint), beside rendering it alone."""
+def _new_result() -> dict:
+    return {"blank_false": [], "blank_found": 0, "blank_total": 0, "orient": {}, "skew_err": [],
+            "ms": {"ink": [], "clean": [], "all": []}, "undecided": 0, "wrong": [], "n_text": 0,
+            "undecided_names": []}
+
+
+def _score_text(res: dict, v, name: str, script: str, turns: int, upright_lines: int, base: float,
+                angle: float) -> None:
+    res["n_text"] += 1
+    if v.blank:
+        res["blank_false"].append(f"{name} turn{turns * 90}")
+    if script == "none" or upright_lines < 8:
+        return
+    want = (90 * turns) % 360
+    key = (script, want)
+    ok = v.rotation == want
+    res["orient"].setdefault(key, [0, 0])
+    res["orient"][key][0] += ok
+    res["orient"][key][1] += 1
+    if v.orientation == "undecided":
+        res["undecided"] += 1
+        res["undecided_names"].append(f"{name} turn{want}")
+    elif not ok:
+        res["wrong"].append(f"{name} turn{want} -> {v.rotation} ({v.orientation_score:+.2f})")
+    if ok:
+        res["skew_err"].append(abs(v.skew - (base - angle)))
+
+
+def big_blank_pdf(pages: int, modules: dict) -> dict:
+    """Convert a PDF of blank scanned pages end to end (tiny random checkpoint), beside rendering it alone; once
+    with each scan module's verdict (``modules``: label -> module)."""
     from deepocr_cli.engine import load_engine
     from deepocr_cli.inputs.render import open_document
     from deepocr_cli.model import write_random_checkpoint
     from deepocr_cli.options import ConvertOptions
+    from deepocr_cli.run import scanprep
     from deepocr_cli.run.convert import convert
 
     rng = np.random.default_rng(5)
@@ -312,30 +349,23 @@ def big_blank_pdf(pages: int) -> dict:
             return eng
 
         engine = factory()  # loaded before the clock starts: the run is timed, not the checkpoint's loading
-        t0, c0 = time.perf_counter(), time.process_time()
-        report = convert([pdf], ConvertOptions(model=str(ckpt), output_dir=tmpd / "out", mode="tiny",
-                                               deep=False), engine_factory=lambda: engine)
-        out["convert_s"] = round(time.perf_counter() - t0, 2)
-        out["convert_cpu_s"] = round(time.process_time() - c0, 2)
-        out["model_calls"] = len(calls)
-        out["status"] = report.files[0].status
-        out["blank_pages"] = report.files[0].blank_pages
+        real_verdict = scanprep.analyse_scan
+        try:
+            for label, mod in modules.items():
+                scanprep.analyse_scan = mod.analyse_scan
+                calls.clear()
+                t0, c0 = time.perf_counter(), time.process_time()
+                report = convert([pdf], ConvertOptions(model=str(ckpt), output_dir=tmpd / f"out-{label}",
+                                                       mode="tiny", deep=False), engine_factory=lambda: engine)
+                out[label] = {"convert_s": round(time.perf_counter() - t0, 2),
+                              "convert_cpu_s": round(time.process_time() - c0, 2), "model_calls": len(calls),
+                              "status": report.files[0].status, "blank_pages": report.files[0].blank_pages}
+        finally:
+            scanprep.analyse_scan = real_verdict
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpus", nargs="?", default="/tmp/deepocr-corpus")
-    ap.add_argument("--variants", type=int, default=2, help="scans per page and rotation")
-    ap.add_argument("--blank", type=int, default=400, help="blank scans")
-    ap.add_argument("--seed", type=int, default=18)
-    ap.add_argument("--big-pdf", type=int, default=0, help="pages of the blank PDF converted end to end")
-    ap.add_argument("--quick", action="store_true", help="a twelfth of the text pages")
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    r = run(args)
-    print(f"machine: {os.uname().machine}, python {sys.version.split()[0]}, PyMuPDF {pymupdf.__version__}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, long side {WORK_LONG_SIDE} px")
+def _report(r: dict, args: argparse.Namespace) -> None:
     print(f"text pages: {r['pages']['text']} (+ {r['pages']['hard']} hard cases), {args.variants} scans per page "
           f"and rotation; blank scans: {r['blank_total']}")
     n_text = r.get("n_text", 0)
@@ -349,6 +379,7 @@ def main() -> None:
         tot[1] += n
     print(f"orientation all: {tot[0]}/{tot[1]} ({100 * tot[0] / max(tot[1], 1):.1f}%); undecided (left as is) "
           f"{r['undecided']}; wrong: {len(r['wrong'])} {r['wrong'][:8]}")
+    print(f"undecided: {r['undecided_names'][:40]}")
     e = sorted(r["skew_err"])
     if e:
         within = sum(1 for x in e if x <= 0.5) / len(e)
@@ -358,8 +389,27 @@ def main() -> None:
     print("CPU ms/page, one core, best of 3 (median / p90): "
           + ", ".join(f"{k} {statistics.median(v):.1f} / {sorted(v)[int(0.9 * (len(v) - 1))]:.1f}"
                       for k, v in ms.items() if v))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", nargs="?", default="/tmp/deepocr-corpus")
+    ap.add_argument("--variants", type=int, default=2, help="scans per page and rotation")
+    ap.add_argument("--blank", type=int, default=400, help="blank scans")
+    ap.add_argument("--seed", type=int, default=18)
+    ap.add_argument("--big-pdf", type=int, default=0, help="pages of the blank PDF converted end to end")
+    ap.add_argument("--quick", action="store_true", help="a twelfth of the text pages")
+    ap.add_argument("--baseline", default="", help="scan.py of another checkout, measured beside this one")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    results = run(args) if args.variants or args.blank else {}
+    print(f"machine: {os.uname().machine}, python {sys.version.split()[0]}, PyMuPDF {pymupdf.__version__}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, long side {WORK_LONG_SIDE} px, seed {args.seed}")
+    for label, r in results.items():
+        print(f"== {label}")
+        _report(r, args)
     if args.big_pdf:
-        print(f"blank PDF end to end: {big_blank_pdf(args.big_pdf)}")
+        print(f"blank PDF end to end: {big_blank_pdf(args.big_pdf, _modules(args))}")
     print(f"bench wall time {time.perf_counter() - t0:.0f} s")
 
 

@@ -87,6 +87,50 @@ def test_a_page_holding_only_a_photo_or_a_filled_shape_is_not_blank() -> None:
         assert not verdict.blank, (fill, verdict.blank_measure)
 
 
+def test_light_print_on_dark_bars_is_ink_and_a_bare_bar_is_not() -> None:
+    from deepocr_cli.planning.scan import clean_ink
+
+    def slide(text: bool) -> np.ndarray:
+        doc = pymupdf.open()
+        page = doc.new_page(width=A4[0], height=A4[1])
+        for y in (80, 300, 520):  # three dark title bars, white print on them
+            page.draw_rect(pymupdf.Rect(40, y, A4[0] - 40, y + 60), color=None, fill=(0.3, 0.3, 0.3))
+            if text:
+                page.insert_text((60, y + 40), "Results of the second survey", fontsize=22, color=(1, 1, 1))
+        return _render_gray(page).copy()
+
+    scale = 1400 / A4[1]
+    bar_rows = slice(round(80 * scale) + 4, round(140 * scale) - 4)  # inside the first bar, clear of its edges
+    lettered = slide(True)
+    weak, strong, _ = clean_ink(lettered)
+    white = lettered[bar_rows] > 230  # the letters' bodies, lighter than any paper-dark ink
+    assert (weak[bar_rows] & white).sum() > 300 and (strong[bar_rows] & white).sum() > 300
+    weak, strong, _ = clean_ink(slide(False))
+    assert weak[bar_rows].sum() == 0 and strong[bar_rows].sum() == 0  # the bar itself is no print
+
+
+def test_a_blank_page_skips_the_binarisation_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepocr_cli.planning import scan
+    from deepocr_cli.planning.image_estimate import ink_mask
+
+    calls: list[int] = []
+
+    def counted(gray: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return ink_mask(gray)
+
+    monkeypatch.setattr(scan, "ink_mask", counted)
+    blank = _scan(np.full((1400, 990), 245, np.uint8), sigma=10)
+    text = _scan(_text_page(), sigma=10)
+    for gray, binarised in ((blank, 0), (text, 1)):
+        calls.clear()
+        weak, strong, measures = scan.clean_ink(gray)
+        assert len(calls) == binarised
+        weak2, strong2, measures2 = scan.clean_ink(gray, ink_mask(gray))  # the ink given: the full path
+        assert np.array_equal(weak, weak2) and np.array_equal(strong, strong2) and measures == measures2
+    assert analyse_scan(blank).blank and not analyse_scan(text).blank
+
+
 def test_no_skip_blank_never_calls_a_page_blank() -> None:
     assert not analyse_scan(np.full((1400, 990), 250, np.uint8), blank=False).blank
 
@@ -100,6 +144,34 @@ def test_each_quarter_turn_is_found(turns: int) -> None:
     verdict = analyse_scan(scanned)
     assert verdict.rotation == 90 * turns
     assert verdict.orientation == ("upright" if turns == 0 else "turned")
+
+
+def _word_table(cols: int = 5, rows: int = 50, fontsize: float = 8.0) -> np.ndarray:
+    """A dense table of short monospaced cells: its two axes are about equally sharp (a close axis call)."""
+    words = " ".join(PROSE).split()
+    doc = pymupdf.open()
+    page = doc.new_page(width=A4[0], height=A4[1])
+    k = 0
+    for c in range(cols):
+        for r in range(rows):
+            page.insert_text((50 + c * 495 / cols, 60 + r * 740 / rows), " ".join(words[k : k + 2])[:14],
+                             fontsize=fontsize, fontname="cour")
+            k += 2
+    return _render_gray(page).copy()
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_a_close_axis_call_goes_to_the_reading_with_a_clear_up_down_cue(
+    turns: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepocr_cli.planning import scan
+
+    turned = np.ascontiguousarray(np.rot90(_word_table(), turns))
+    verdict = analyse_scan(turned)
+    assert verdict.blank_measure["structure"] < scan.AXIS_MARGIN  # a close call by the profiles alone
+    assert (verdict.rotation, verdict.orientation) == (90 * turns, "turned")
+    monkeypatch.setattr(scan, "AXIS_BY_UPDOWN", False)  # the lines' length alone leaves it open
+    assert (analyse_scan(turned).rotation, analyse_scan(turned).orientation) == (0, "undecided")
 
 
 def test_a_page_without_lines_is_left_as_it_is_and_says_so() -> None:

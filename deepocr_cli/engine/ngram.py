@@ -38,7 +38,11 @@ class NGramBlocker:
         return self.window + self.size
 
     def banned(
-        self, generated: torch.Tensor, vocab_size: int, lengths: torch.Tensor | None = None
+        self,
+        generated: torch.Tensor,
+        vocab_size: int,
+        lengths: torch.Tensor | None = None,
+        windows: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Banned-token mask for the next step.
 
@@ -49,6 +53,8 @@ class NGramBlocker:
                 ``lengths[i]`` entries of row i are real; the rest may hold any valid id.
             vocab_size: width of the returned mask.
             lengths: [B] generated tokens per row, for rows of different ages in one batch.
+            windows: [B] each row's own window (at most ``window``), for requests whose runner blocks over a
+                shorter window than the widest in the batch (OCR-2: 90 for images, 50 for PDF pages).
 
         Returns:
             bool [B, vocab_size] (True = banned), or None when nothing can be banned.
@@ -66,9 +72,12 @@ class NGramBlocker:
             match = (starts == prefix[:, None, :]).all(dim=-1)  # [B, hi-lo]
         else:
             match = torch.ones(generated.shape[0], hi - lo, dtype=torch.bool, device=generated.device)
-        if lengths is not None:  # an n-gram must start at a real token of its row
+        if lengths is not None or windows is not None:
             start = torch.arange(lo, hi, device=generated.device)
-            match = match & (start[None, :] >= t - lengths.to(generated.device)[:, None])
+            if lengths is not None:  # an n-gram must start at a real token of its row
+                match = match & (start[None, :] >= t - lengths.to(generated.device)[:, None])
+            if windows is not None:  # ... and inside its row's own window
+                match = match & (start[None, :] >= t - windows.to(generated.device)[:, None])
         following = generated[:, lo + n - 1 : t]  # [B, hi-lo] the token each n-gram ends with
         hits = torch.zeros(generated.shape[0], vocab_size, dtype=torch.int32, device=generated.device)
         hits.scatter_add_(1, following, match.to(torch.int32))
@@ -78,10 +87,14 @@ class NGramBlocker:
         return mask
 
     def apply(
-        self, logits: torch.Tensor, generated: torch.Tensor, lengths: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        generated: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        windows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Set banned logits [B, V] to -inf in place and return them (arguments as :meth:`banned`)."""
-        mask = self.banned(generated, logits.shape[-1], lengths)
+        mask = self.banned(generated, logits.shape[-1], lengths, windows)
         if mask is not None:
             logits.masked_fill_(mask, float("-inf"))
         return logits

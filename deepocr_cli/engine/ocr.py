@@ -131,7 +131,7 @@ class Engine:
                 f"request has {n_ph} <image> ids but its image yields {request.image.num_embeddings}"
             )
         limit = request.max_new_tokens if request.max_new_tokens is not None else max_new_tokens
-        return EngineRequest(list(request.prompt_ids), request.image, limit, request)
+        return EngineRequest(list(request.prompt_ids), request.image, limit, request, request.ngram_window)
 
     def result(self, done: FinishedSequence) -> GenerationResult:
         """Decode a finished sequence into a :class:`GenerationResult`."""

@@ -359,7 +359,11 @@ class Scheduler:
                 self._history.index_copy_(0, slot_t, tails.to(device))
             history = self._history.index_select(0, slot_t)  # [B, W]
             lengths = torch.tensor([len(s.generated) for s in rows]).to(device, non_blocking=True)
-            self.ngram.apply(logits, history, lengths)
+            windows = None
+            if any(s.request.ngram_window is not None for s in rows):
+                own = [min(s.request.ngram_window or self.ngram.window, self.ngram.window) for s in rows]
+                windows = torch.tensor(own).to(device, non_blocking=True)
+            self.ngram.apply(logits, history, lengths, windows)
         chosen = logits.argmax(dim=-1)  # [B]
         if self.ngram is not None:
             self._history.index_copy_(0, slot_t, torch.cat([history[:, 1:], chosen[:, None]], dim=1))

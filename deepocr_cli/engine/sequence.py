@@ -17,12 +17,14 @@ class EngineRequest:
         image: the model's prepared image (passed to ``encode_images``), or None for text only.
         max_new_tokens: output cap (also bounded by the context length).
         tag: caller's handle, returned untouched.
+        ngram_window: this request's no-repeat window (None: the scheduler's rule's own); at most that rule's.
     """
 
     prompt_ids: list[int]
     image: Any = None
     max_new_tokens: int = 8192
     tag: object = None
+    ngram_window: int | None = None
 
 
 @dataclass

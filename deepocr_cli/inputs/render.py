@@ -143,7 +143,9 @@ class DocumentReader:
         if self.kind is not DocKind.PDF:
             raise TypeError(f"{self.path} is an image, not a PDF")
         with _MUPDF_LOCK:
-            return self._load_page(index)
+            page = self._load_page(index)
+            self._check_embedded_images(page, index)  # the estimator may render it
+            return page
 
     def render(
         self, index: int, size: tuple[int, int] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -178,11 +180,13 @@ class DocumentReader:
         """
         if self.kind is not DocKind.PDF:
             raise TypeError(f"{self.path} is an image, not a PDF")
+        enter("render", self.path)
         with _MUPDF_LOCK:
             page = self._load_page(index)
             rect = page.rect
             if rect.width <= 0 or rect.height <= 0:
                 raise InputError(f"page {index + 1}: empty page box {tuple(rect)}")
+            self._check_embedded_images(page, index)  # a blank verdict must not decode a bomb either
             zoom = long_side / max(rect.width, rect.height)
             try:
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), colorspace=pymupdf.csGRAY, alpha=False)

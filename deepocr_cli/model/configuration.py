@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from deepocr_cli.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from deepocr_cli.model.vision import ClipConfig, SamConfig
+    from deepocr_cli.model.sam import SamConfig
+    from deepocr_cli.model.vision import ClipConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class DeepOcrConfig:
             CheckpointError: a required key is missing, has the wrong type, or describes an
                 architecture this package does not implement (MLA, GQA, non-softmax gating).
         """
-        from deepocr_cli.model.vision import ClipConfig, SamConfig
+        from deepocr_cli.model.sam import SamConfig
+        from deepocr_cli.model.vision import ClipConfig
 
         try:
             decoder = _parse_decoder(data)

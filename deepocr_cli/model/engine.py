@@ -14,8 +14,8 @@ from PIL import Image
 
 from deepocr_cli import prompts
 from deepocr_cli.errors import UsageError
-from deepocr_cli.model.image_processing import PreparedImage, prepare_image
-from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, load_checkpoint
+from deepocr_cli.model.image_processing import PreparedImage
+from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, family_of_config, load_checkpoint
 from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,14 @@ class PreparedRequest:
         prompt_ids: full prompt ids with ``image.num_embeddings`` `<image>` placeholders.
         tag: caller's handle, returned untouched in the result.
         max_new_tokens: this request's own output cap (None: the one given to generate()).
+        ngram_window: this request's no-repeat n-gram window (None: the run's).
     """
 
     image: PreparedImage
     prompt_ids: list[int]
     tag: object = None
     max_new_tokens: int | None = None
+    ngram_window: int | None = None
 
 
 def split_prompt(prompt: str) -> tuple[str, str]:
@@ -100,6 +102,8 @@ class OcrEngine:
         self.device = checkpoint.device
         self.dtype = checkpoint.dtype
         self.memory_budget_bytes = memory_budget_bytes
+        #: page geometry and token counts of the loaded model (DeepSeek-OCR or DeepSeek-OCR-2)
+        self.family = family_of_config(checkpoint.config)
 
     # ----- preparation (CPU only) -----
 
@@ -119,7 +123,7 @@ class OcrEngine:
         tag: object = None,
     ) -> PreparedRequest:
         """Preprocess one image and build its prompt ids (CPU only; safe to call from worker threads)."""
-        prepared = prepare_image(image, Mode(mode), min_tiles, max_tiles)
+        prepared = self.model.prepare_image(image, Mode(mode), min_tiles, max_tiles)  # per model family
         return PreparedRequest(prepared, self.prompt_ids(prompt, prepared.num_embeddings), tag)
 
 

@@ -230,3 +230,41 @@ def prepare_image(
         tiles=tiles,
         num_embeddings=image_embeddings(mode, grid),
     )
+
+
+def prepare_image_ocr2(
+    image: Image.Image,
+    max_tiles: int = 6,
+    min_tiles: int = 2,
+    mode: Mode = Mode.GUNDAM,
+) -> PreparedImage:
+    """Build DeepSeek-OCR-2 encoder inputs, pixel for pixel as the original code does (facts §8.2).
+
+    Global view: ``ImageOps.pad`` to 1024 (aspect kept, gray 127, centred with Python rounding;
+    transformers' port centres with floor division, one pixel apart when the padding is 3 mod 4,
+    see BENCHMARKS "DeepSeek-OCR-2"). Tiles: when either side exceeds 768, the v1 grid rule with
+    768-px tiles picks (nw, nh) with ``min_tiles`` <= nw*nh <= ``max_tiles``; the page is
+    stretch-resized to the tile canvas and cut row-major. ``max_tiles`` below 2 keeps only the
+    global view (the per-page budget of auto mode).
+
+    Returns:
+        The prepared tensors, labelled with ``mode`` (under OCR-2 a mode only names the tile cap the
+        caller derived ``max_tiles`` from); ``num_embeddings`` is 256 + 144*k + 1.
+
+    Raises:
+        InputError: the image is empty or its mode cannot be converted.
+    """
+    from deepocr_cli.planning.ocr2_geometry import OCR2_BASE, OCR2_TILE, ocr2_embeddings, ocr2_grid
+
+    rgb = to_rgb(image)
+    if rgb.width <= 0 or rgb.height <= 0:
+        raise InputError(f"empty image ({rgb.width}x{rgb.height})")
+    grid = ocr2_grid(rgb.width, rgb.height, max_tiles, min_tiles)
+    tiles = stretched_tiles(rgb, grid, OCR2_TILE) if grid[0] * grid[1] > 1 else None
+    return PreparedImage(
+        mode=Mode(mode),
+        grid=grid,
+        global_view=padded_view(rgb, OCR2_BASE),
+        tiles=tiles,
+        num_embeddings=ocr2_embeddings(grid),
+    )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ from deepocr_cli.checkpoints import ALLOW_PATTERNS as _ALLOW_PATTERNS
 from deepocr_cli.checkpoints import weight_files as _safetensors_files
 from deepocr_cli.errors import CheckpointError, ModelError
 from deepocr_cli.model.configuration import DeepOcrConfig
+from deepocr_cli.model.ocr2_config import DeepOcr2Config, is_ocr2_config
+from deepocr_cli.model.ocr2_layout import TensorSource, sources_for
+from deepocr_cli.planning.families import OCR2, V1, ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ class LoadedCheckpoint:
 
     model: Any
     tokenizer: Any
-    config: DeepOcrConfig
+    config: DeepOcrConfig | DeepOcr2Config
     special: SpecialIds
     path: Path
     device: torch.device
@@ -172,6 +177,27 @@ def special_ids(tokenizer: Any) -> SpecialIds:
     return SpecialIds(**values)  # type: ignore[arg-type]
 
 
+def _source_shape(shape: tuple[int, ...], src: TensorSource) -> tuple[int, ...]:
+    """Shape of the part of a stored tensor that ``src`` selects."""
+    if src.expert is None:
+        return shape
+    inner = shape[1:]
+    if src.half is not None:
+        inner = (inner[0] // 2, *inner[1:])
+    return tuple(inner)
+
+
+def _read(handle: Any, src: TensorSource) -> torch.Tensor:
+    """The tensor (or the expert slice of a fused tensor) ``src`` names, read lazily."""
+    if src.expert is None:
+        return handle.get_tensor(src.key)
+    part = handle.get_slice(src.key)
+    if src.half is None:
+        return part[src.expert]
+    rows = part.get_shape()[1] // 2
+    return part[src.expert, src.half * rows : (src.half + 1) * rows]
+
+
 def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     """Replace parameter/buffer ``name`` (possibly on meta) with ``tensor``."""
     module_name, _, attr = name.rpartition(".")
@@ -182,11 +208,25 @@ def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._buffers[attr] = tensor
 
 
-def load_state_streaming(model: nn.Module, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
+def load_state_streaming(
+    model: nn.Module,
+    folder: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    key_map: Callable[[list[str], list[str]], dict[str, TensorSource]] | None = None,
+) -> None:
     """Fill a meta-device model from safetensors files, one tensor at a time.
 
     Each tensor is read (memory-mapped), cast and moved, then dropped, so host memory never holds
     more than about one tensor. Floating tensors are cast to ``dtype``; others keep their dtype.
+
+    Args:
+        model: the network on the meta device.
+        folder: checkpoint folder.
+        device: target device.
+        dtype: floating dtype.
+        key_map: (model keys, checkpoint keys) -> where each model tensor is stored, for layouts
+            whose names differ from the model's (DeepSeek-OCR-2 native); None: same names.
 
     Raises:
         CheckpointError: naming every missing, unexpected and mis-shaped tensor.
@@ -205,14 +245,18 @@ def load_state_streaming(model: nn.Module, folder: Path, device: torch.device, d
                 found.setdefault(key, i)
     except Exception as exc:
         raise CheckpointError(f"cannot read safetensors in {folder}: {exc}") from exc
-    unexpected = sorted(k for k in found if k not in expected and not k.endswith(_IGNORED_SUFFIXES))
-    missing = sorted(k for k in expected if k not in found)
+    sources = key_map(list(expected), list(found)) if key_map else {k: TensorSource(k) for k in expected}
+    used = {s.key for s in sources.values()}
+    unexpected = sorted(k for k in found if k not in used and not k.endswith(_IGNORED_SUFFIXES))
+    missing = sorted({s.key if s.key == k else f"{s.key} (for {k})" for k, s in sources.items() if s.key not in found})
     mis_shaped = []
     for key, shape in expected.items():
-        if key in found:
-            got = tuple(handles[found[key]].get_slice(key).get_shape())
+        src = sources[key]
+        if src.key in found:
+            got = _source_shape(tuple(handles[found[src.key]].get_slice(src.key).get_shape()), src)
             if got != shape:
-                mis_shaped.append(f"{key} (checkpoint {list(got)}, model {list(shape)})")
+                stored = "" if src.key == key else f"{src.key} "
+                mis_shaped.append(f"{key} (checkpoint {stored}{list(got)}, model {list(shape)})")
     if missing or unexpected or mis_shaped:
         parts = []
         for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
@@ -221,7 +265,7 @@ def load_state_streaming(model: nn.Module, folder: Path, device: torch.device, d
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"checkpoint {folder} does not match DeepSeek-OCR: " + "; ".join(parts))
     for key in expected:
-        t = handles[found[key]].get_tensor(key)  # memory-mapped, no copy yet
+        t = _read(handles[found[sources[key].key]], sources[key])  # memory-mapped, no copy yet
         # One conversion on the target device: no full-precision host copy of the tensor.
         t = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
         _set_tensor(model, key, t)
@@ -229,6 +273,26 @@ def load_state_streaming(model: nn.Module, folder: Path, device: torch.device, d
     leftover = [n for n, b in model.named_buffers() if b.is_meta]
     if leftover:
         raise CheckpointError(f"model buffers not initialised by the checkpoint: {', '.join(leftover)}")
+
+
+def family_of_config(config: DeepOcrConfig | DeepOcr2Config) -> ModelFamily:
+    """The geometry family of a parsed configuration."""
+    return OCR2 if isinstance(config, DeepOcr2Config) else V1
+
+
+def read_model_config(path: Path) -> DeepOcrConfig | DeepOcr2Config:
+    """Parse a config.json of DeepSeek-OCR (v1) or DeepSeek-OCR-2 (either layout), told apart by its content.
+
+    Raises:
+        CheckpointError: unreadable, not JSON, or malformed.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"model config {path} is not a JSON object")
+    return DeepOcr2Config.from_dict(data) if is_ocr2_config(data) else DeepOcrConfig.from_dict(data)
 
 
 def load_checkpoint(
@@ -241,7 +305,7 @@ def load_checkpoint(
     """Load config, tokenizer and weights of a DeepSeek-OCR checkpoint.
 
     Args:
-        model: a local folder in the official layout or a hub id.
+        model: a local folder or a hub id: DeepSeek-OCR, or DeepSeek-OCR-2 in its original or native layout.
         revision: hub revision (branch, tag or commit); ignored for folders.
         device: "auto" (cuda > mps > cpu) or a torch device string.
         dtype: compute dtype; default bf16 on CUDA, fp32 elsewhere.
@@ -264,12 +328,19 @@ def load_checkpoint(
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{folder} has no config.json")
-    cfg = DeepOcrConfig.from_file(config_path)
+    cfg = read_model_config(config_path)
     tokenizer = load_tokenizer(folder)
     special = special_ids(tokenizer)
-    with torch.device("meta"):
-        net = DeepOcrForCausalLM(cfg)
-    load_state_streaming(net, folder, dev, dt)
+    if isinstance(cfg, DeepOcr2Config):
+        from deepocr_cli.model.ocr2_modeling import DeepOcr2ForCausalLM
+
+        with torch.device("meta"):
+            net = DeepOcr2ForCausalLM(cfg)
+        load_state_streaming(net, folder, dev, dt, key_map=sources_for)
+    else:
+        with torch.device("meta"):
+            net = DeepOcrForCausalLM(cfg)
+        load_state_streaming(net, folder, dev, dt)
     net.prepare_for_inference()
     log.info("loaded %s on %s (%s)", folder, dev, dt)
     return LoadedCheckpoint(net, tokenizer, cfg, special, folder, dev, dt)

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from deepocr_cli.model.configuration import DeepOcrConfig
 from deepocr_cli.model.decoder import DeepOcrTextModel
-from deepocr_cli.model.image_processing import PreparedImage
-from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, DeepOcrSamEncoder, embed_images
+from deepocr_cli.model.image_processing import PreparedImage, prepare_image
+from deepocr_cli.model.sam import DeepOcrSamEncoder
+from deepocr_cli.model.vision import DeepOcrClipEncoder, DeepOcrProjector, embed_images
+from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,13 @@ class DeepOcrForCausalLM(nn.Module):
         self.requires_grad_(False)
         self.model.fuse_experts()
         return self
+
+    @staticmethod
+    def prepare_image(
+        image: Image.Image, mode: Mode, min_tiles: int = DEFAULT_MIN_TILES, max_tiles: int = DEFAULT_MAX_TILES
+    ) -> PreparedImage:
+        """Encoder inputs of one page in one mode (CPU only; each model family preprocesses its own way)."""
+        return prepare_image(image, Mode(mode), min_tiles, max_tiles)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[PreparedImage]) -> list[torch.Tensor]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from deepocr_cli.planning.estimate import TextEstimate
+from deepocr_cli.planning.families import V1
 from deepocr_cli.planning.modes import (
     DEFAULT_MAX_TILES,
     DEFAULT_MIN_TILES,
@@ -13,10 +15,10 @@ from deepocr_cli.planning.modes import (
     MODE_ORDER,
     MODE_SPECS,
     Mode,
-    grid_for,
-    render_size,
-    vision_tokens,
 )
+
+if TYPE_CHECKING:
+    from deepocr_cli.planning.families import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def choose_mode(
     min_tiles: int = DEFAULT_MIN_TILES,
     max_tiles: int = DEFAULT_MAX_TILES,
     safety: float | None = None,
+    family: ModelFamily = V1,
 ) -> ModeChoice:
     """Choose the cheapest allowed mode meeting the compression target and the legibility floor.
 
@@ -115,6 +118,7 @@ def choose_mode(
         max_tiles: Gundam tile-count upper bound.
         safety: the mode must keep ``tokens x safety`` at or below the target; default PLAN_SAFETY of the
             estimate's source. ``predicted_ratio`` stays the plain estimate / vision tokens.
+        family: the model's geometry (DeepSeek-OCR-2: the modes are tile caps, see deepocr_cli.planning.families).
 
     Returns:
         The choice; when no allowed mode meets both conditions, the most expensive allowed one with a reason
@@ -132,9 +136,9 @@ def choose_mode(
     limit = max_compression / safety  # largest predicted ratio a mode may be chosen with
 
     def make(mode: Mode, reason: str) -> ModeChoice:
-        rw, rh = render_size(mode, width, height, min_tiles, max_tiles)
-        grid = grid_for(mode, rw, rh, min_tiles, max_tiles)
-        vt = vision_tokens(mode, grid)
+        rw, rh = family.render_size(mode, width, height, min_tiles, max_tiles)
+        grid = family.grid_for(mode, rw, rh, min_tiles, max_tiles)
+        vt = family.vision_tokens(mode, grid)
         return ModeChoice(mode, grid, vt, est.tokens / vt, reason)
 
     if est.tokens < EMPTY_TOKENS:
@@ -152,7 +156,7 @@ def choose_mode(
         px = (
             None
             if est.min_text_height is None
-            else text_px(mode, width, height, est.min_text_height, choice.grid)
+            else family.text_px(mode, width, height, est.min_text_height, choice.grid)
         )
         if choice.predicted_ratio > limit:
             continue

@@ -16,13 +16,14 @@ from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.planning.autoplan import ModeChoice, choose_mode
 from deepocr_cli.planning.estimate import TextEstimate, estimate_image, estimate_pdf_page
-from deepocr_cli.planning.modes import MODE_ORDER, Mode, grid_for, render_size, vision_tokens
+from deepocr_cli.planning.families import V1, ModelFamily, family_of
+from deepocr_cli.planning.modes import MODE_ORDER, Mode
 
 log = logging.getLogger(__name__)
 
 
 def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
-              image: Image.Image | None = None) -> tuple[TextEstimate, ModeChoice]:
+              image: Image.Image | None = None, family: ModelFamily = V1) -> tuple[TextEstimate, ModeChoice]:
     """The auto-mode decision for one page; `convert --mode auto` and `plan` both use it, so plan predicts convert.
 
     Args:
@@ -30,6 +31,7 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
         index: 0-based page.
         options: max compression, mode bounds, tile bounds.
         image: the page already decoded (image files), to avoid decoding it twice.
+        family: the model's geometry (DeepSeek-OCR-2: modes are tile caps).
     """
     if reader.kind == "pdf":
         est = estimate_pdf_page(reader.pdf_page(index))
@@ -37,7 +39,8 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
         est = estimate_image(image if image is not None else reader.render(index))
     w, h = reader.page_size(index)
     choice = choose_mode(est, w, h, max_compression=options.max_compression, min_mode=Mode(options.min_mode),
-                         max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles)
+                         max_mode=Mode(options.max_mode), min_tiles=options.min_tiles, max_tiles=options.max_tiles,
+                         family=family)
     return est, choice
 
 
@@ -52,7 +55,7 @@ def page_is_blank(reader: DocumentReader, index: int) -> bool:
 
 
 def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_tiles: int = 2,
-                      max_tiles: int = 6) -> int:
+                      max_tiles: int = 6, family: ModelFamily = V1) -> int:
     """Vision tokens a fixed mode gives a page, on the image convert would feed the model.
 
     Args:
@@ -62,10 +65,11 @@ def fixed_mode_tokens(kind: str, width: float, height: float, mode: Mode, min_ti
         mode: the fixed mode.
         min_tiles: Gundam tile bounds.
         max_tiles: Gundam tile bounds.
+        family: the model's geometry.
     """
     if kind == "pdf":
-        width, height = render_size(mode, width, height, min_tiles, max_tiles)
-    return vision_tokens(mode, grid_for(mode, round(width), round(height), min_tiles, max_tiles))
+        width, height = family.render_size(mode, width, height, min_tiles, max_tiles)
+    return family.vision_tokens(mode, family.grid_for(mode, round(width), round(height), min_tiles, max_tiles))
 
 
 #: Version of `plan --json` (fields documented in README, "deepocr plan --json").
@@ -96,6 +100,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
     if not docs:
         raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
     files: list[dict] = [{"source": _shown(s.path), "root": None, "error": s.reason, "pages": []} for s in skipped]
+    family = family_of(options.model)
     totals = {"pages": 0, "auto": 0, **{m.value: 0 for m in MODE_ORDER}, "estimate_ms": 0.0}
     for src in docs:
         entry: dict = {"source": str(src.rel), "root": _shown(src.root), "error": None, "pages": []}
@@ -106,7 +111,7 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
                           else range(reader.page_count))
                 for i in wanted:
                     t0 = time.perf_counter()
-                    est, choice = plan_page(reader, i, options)
+                    est, choice = plan_page(reader, i, options, family=family)
                     blank = options.skip_blank and page_is_blank(reader, i)
                     ms = (time.perf_counter() - t0) * 1000
                     planned = choice.to_json()
@@ -121,14 +126,15 @@ def plan_documents(paths: Sequence[Path], options: ConvertOptions, model_key: st
                     w, h = reader.page_size(i)
                     for m in MODE_ORDER if not blank else ():
                         totals[m.value] += fixed_mode_tokens(reader.kind, w, h, m, options.min_tiles,
-                                                             options.max_tiles)
+                                                             options.max_tiles, family)
         except Exception as e:  # one document's failure is that document's (boundary.py)
             if is_run_level(e):
                 raise
             entry["error"] = str(e) if isinstance(e, ValueError) else reason(e)
     totals["estimate_ms"] = round(totals["estimate_ms"], 1)
     modes = ("auto", *(m.value for m in MODE_ORDER))
-    return {"schema_version": PLAN_SCHEMA_VERSION, "max_compression": options.max_compression, "files": files,
+    return {"schema_version": PLAN_SCHEMA_VERSION, "max_compression": options.max_compression,
+            "model_family": family.name, "files": files,
             "vision_tokens": {k: totals[k] for k in modes}, "totals": totals,
             "estimated_seconds": _estimate_seconds(files, model_key, device)}
 
@@ -216,6 +222,8 @@ NO_ESTIMATE = ("No time estimate: one appears once `deepocr convert` has measure
 def render_plan_text(result: dict) -> str:
     """The human form of `plan --json` as plain text: the per-page table, then the totals (one row per mode)."""
     title = f"auto plan (max compression {result['max_compression']}x)"
+    if result.get("model_family", V1.name) != V1.name:
+        title += "\nDeepSeek-OCR-2: modes are tile caps (tiny none, small/base/large 2/3/4, gundam max)"
     header, rows = totals_rows(result)
     # Transposed: one row per strategy keeps the totals narrow whatever the number of modes.
     totals = plain_table(["strategy", *(r[0] for r in rows)],
@@ -226,14 +234,23 @@ def render_plan_text(result: dict) -> str:
     return "\n".join(out)
 
 
+def _family_note(result: dict) -> str:
+    """Under DeepSeek-OCR-2 the mode columns are tile caps."""
+    if result.get("model_family", V1.name) == V1.name:
+        return ""
+    return " (DeepSeek-OCR-2: tiny..gundam = tile cap 0/2/3/4/--max-tiles)"
+
+
 def render_plan_table(result: dict) -> None:
     """Print the plan on a terminal as rich tables, folded to the terminal's width."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for (header, rows), title in ((plan_rows(result), f"auto plan (max compression {result['max_compression']}x)"),
-                                  (totals_rows(result), "totals: auto vs fixed modes")):
+    family = result.get("model_family", V1.name)
+    plan_title = f"auto plan for {family} (max compression {result['max_compression']}x)"
+    for (header, rows), title in ((plan_rows(result), plan_title),
+                                  (totals_rows(result), "totals: auto vs fixed modes" + _family_note(result))):
         table = Table(title=title)
         for col in header:
             table.add_column(col, justify="left" if col in ("", "file", "source", "mode") else "right",

@@ -39,6 +39,12 @@ AXIS_MARGIN = 1.08
 #: estimator finds AXIS_LINE_MARGIN times more characters per line carries its lines.
 AXIS_CLEAR = 1.3
 AXIS_LINE_MARGIN = 1.5
+#: A close call the lines' length leaves open goes to the reading whose up/down score (see _updown_score) is at
+#: least AXIS_UPDOWN_MIN and AXIS_UPDOWN_RATIO times the other reading's: read across the lines, the glyph slices
+#: lean neither way.
+AXIS_BY_UPDOWN = True
+AXIS_UPDOWN_MIN = 0.2
+AXIS_UPDOWN_RATIO = 2.0
 #: Up/down: |score| at least this, from at least UPDOWN_MIN_FRAGMENTS text fragments, else undecided.
 UPDOWN_MIN_SCORE = 0.08
 UPDOWN_MIN_FRAGMENTS = 12
@@ -71,6 +77,15 @@ CLEAN_NOISE = 4.0
 #: them is their rim, not print.
 DARK_CELL = 0.45
 EDGE_BAND = 0.09
+#: Light print on dark bars (slide themes, table heads, inverted titles): the estimator's ink is polarity-aware, so
+#: a pixel at least BLANK_MIN_CONTRAST lighter than its BAR_BLOCK-px block's mean, in a block DARK_BAR_CONTRAST
+#: darker than the paper, with both its neighbours along the row as dark (a bar, not a bold word), is print too
+#: (it was dropped as "not dark" before, and so were the slide's lines).
+BAR_BLOCK = 16
+DARK_BAR_CONTRAST = 80.0
+#: Pages with fewer dark pixels than this are first checked for a blank shortcut (no dark pixel with two dark
+#: neighbours: nothing can be kept, the binarisation is skipped); pages of print have far more.
+BLANK_SHORTCUT_PIXELS = 20000
 
 
 @dataclass(frozen=True)
@@ -250,20 +265,58 @@ def _dark_cells(gray: np.ndarray, paper: float, level: float) -> tuple[np.ndarra
     return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w], toned
 
 
-def clean_ink(gray: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+def _light_on_dark(gray: np.ndarray, paper: float) -> np.ndarray | None:
+    """Pixels that are light print on a dark bar (see DARK_BAR_CONTRAST), bool [H, W]; None when the page has no
+    dark block (the common case: nothing to add)."""
+    h, w = gray.shape
+    b = BAR_BLOCK
+    hh, ww = h // b * b, w // b * b
+    if hh == 0 or ww == 0:
+        return None
+    k = b // 4  # every fourth pixel: a bar is even, its mean needs few samples
+    means = gray[:hh:4, :ww:4].reshape(hh // b, k, ww // b, k).sum(axis=(1, 3), dtype=np.int32) / (k * k)
+    dark = means < paper - DARK_BAR_CONTRAST
+    # a bar is wide: a block counts with both its neighbours along the row dark too (a bold word is not a bar)
+    dark[:, 1:-1] &= dark[:, :-2] & dark[:, 2:]
+    dark[:, [0, -1]] = False
+    if not dark.any():
+        return None
+    level = np.where(dark, np.clip(means + BLANK_MIN_CONTRAST, 0, 256), 256).astype(np.int16)
+    out = np.zeros((h, w), dtype=bool)
+    for r in np.flatnonzero(dark.any(axis=1)):
+        out[r * b : (r + 1) * b, :ww] = gray[r * b : (r + 1) * b, :ww] > np.repeat(level[r], b)
+    return out
+
+
+def clean_ink(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The estimator's ink without specks, faint marks (bleed-through) and the rims of punch holes and scanner
     borders (``weak``), the part of it that stands out of the paper's noise (``strong``; see NOISE_K), and the
-    measures used."""
+    measures used. ``ink``: the estimator's ink mask (``ink_mask(gray)``), computed here only when some pixel of
+    the page could be kept (on a blank page none is: no pixel is BLANK_MIN_CONTRAST darker than the paper with
+    two such neighbours, so the binarisation is skipped and the result is the same)."""
     cum = np.cumsum(np.bincount(gray[::4, ::4].ravel(), minlength=256))
     paper = float(np.searchsorted(cum, cum[-1] / 2))
     sigma = _texture_sigma(gray)
     level = max(BLANK_MIN_CONTRAST, NOISE_K * sigma)
     faint = np.uint8(max(paper - BLANK_MIN_CONTRAST, 0))
     edges, toned = _dark_cells(gray, paper, level)
-    weak = _with_neighbours(ink & (gray <= faint) & ~edges)
+    printed = gray <= faint
+    light = _light_on_dark(gray, paper)
+    if light is not None:
+        printed |= light
+    printed &= ~edges
+    measures = {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level), "toned_cells": toned}
+    # a superset of the kept ink (ink & printed) is empty: so is it (looked at only where little is dark at all)
+    if np.count_nonzero(printed) < BLANK_SHORTCUT_PIXELS and not _with_neighbours(printed).any():
+        empty = np.zeros(gray.shape, dtype=bool)
+        return empty, empty, measures
+    if ink is None:
+        ink = ink_mask(gray)
+    weak = _with_neighbours(ink & printed)
     strong = weak & (gray <= np.uint8(max(paper - level, 0)))
-    return weak, strong, {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level),
-                          "toned_cells": toned}
+    if light is not None:
+        strong |= weak & light
+    return weak, strong, measures
 
 
 def _content_cells(strong: np.ndarray) -> int:
@@ -272,6 +325,8 @@ def _content_cells(strong: np.ndarray) -> int:
     c = CELL
     my, mx = round(MARGIN_FRAC * h), round(MARGIN_FRAC * w)
     core = strong[my : h - my, mx : w - mx]
+    if not core.any():
+        return 0
     hh, ww = core.shape[0] // c * c, core.shape[1] // c * c
     if hh == 0 or ww == 0:
         return 0
@@ -294,8 +349,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     Returns:
         The verdict; apply it with ``deepocr_cli.planning.upright.prepare_page``.
     """
-    ink = ink_mask(gray)
-    weak, strong, noise = clean_ink(gray, ink)
+    weak, strong, noise = clean_ink(gray)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
     axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
     if weak.any():
@@ -318,10 +372,17 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         est2, detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)
         per_line, per_line2 = est.chars / max(est.lines, 1), est2.chars / max(est2.lines, 1)
         clear = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)
-        if per_line2 > per_line:
+        sure = clear or (max(per_line, per_line2) == per_line and structure > AXIS_MARGIN)
+        flip = per_line2 > per_line
+        if not sure and AXIS_BY_UPDOWN and detail and detail2:
+            # still open: read across its lines, a page's glyph slices lean neither way, along them its
+            # ascenders (Latin) or low marks (CJK) lean clearly one way
+            s1, s2 = abs(_updown_score(detail)[0]), abs(_updown_score(detail2)[0])
+            if max(s1, s2) >= AXIS_UPDOWN_MIN and max(s1, s2) >= AXIS_UPDOWN_RATIO * min(s1, s2):
+                sure, flip = True, s2 > s1
+        if flip:
             axis_rows, angle, lines, est, detail = not axis_rows, (a_cols if axis_rows else a_rows), other, est2, detail2
-        # sure when the lines' length says so clearly, or agrees with the sharper axis
-        axis_sure = clear or (per_line >= per_line2 and structure > AXIS_MARGIN)
+        axis_sure = sure
     skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
     is_blank = False

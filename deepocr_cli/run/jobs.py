@@ -14,6 +14,7 @@ from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import Block
 from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.results import DocResult, PageResult
+from deepocr_cli.planning.families import V1, ModelFamily
 from deepocr_cli.run.report import Reporter, RunReport
 from deepocr_cli.run.state import DocumentLock, PartialPages
 
@@ -81,3 +82,8 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     internal: deque[Request] = field(default_factory=deque)
     rate_samples: dict[str, list[float]] = field(default_factory=dict)  # mode -> [pages, generation seconds]
+
+    @property
+    def family(self) -> ModelFamily:
+        """Geometry of the loaded model (under DeepSeek-OCR-2 the modes are tile caps)."""
+        return getattr(self.engine, "family", V1)

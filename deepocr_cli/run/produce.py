@@ -21,7 +21,7 @@ from deepocr_cli.inputs.render import DocumentReader, open_document, parse_page_
 from deepocr_cli.options import AUTO
 from deepocr_cli.outputs.paths import source_path_for
 from deepocr_cli.outputs.results import DocResult, PageError, PageResult
-from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, render_size, vision_tokens
+from deepocr_cli.planning.modes import Mode
 from deepocr_cli.planning.upright import prepare_page
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
 from deepocr_cli.run.scanprep import blank_page, scan_page
@@ -39,6 +39,13 @@ def escalation_target(ctx: RunContext, mode: Mode) -> Mode | None:
     return next_mode(mode, Mode(ctx.options.max_mode))
 
 
+def ngram_window(ctx: RunContext, image_input: bool) -> int:
+    """The no-repeat window of one request: the model family's own for images (OCR-2 runs its image runner's 90),
+    else --ngram-window (PDF pages: the PDF runners' 50)."""
+    own = ctx.family.image_ngram_window if image_input else None
+    return own if own is not None else ctx.options.ngram_window
+
+
 def page_request(ctx: RunContext, work: Page, mode: Mode, attempt: int) -> Request:
     """Preprocess a page's image for ``mode`` (tiles, tensors) and record the attempt."""
     t0 = time.perf_counter()
@@ -46,6 +53,7 @@ def page_request(ctx: RunContext, work: Page, mode: Mode, attempt: int) -> Reque
     prompt = prompts.MARKDOWN if opt.task == "markdown" else prompts.FREE_OCR
     enter("preprocess", work.doc.src.path)
     prepared = ctx.engine.prepare(work.image, mode, prompt, opt.min_tiles, opt.max_tiles)
+    prepared.ngram_window = ngram_window(ctx, image_input=work.doc.src.kind != "pdf")
     work.page.timing["preprocess"] = round(work.page.timing.get("preprocess", 0) + time.perf_counter() - t0, 4)
     work.attempts.append({"attempt": attempt, "mode": mode.value})
     return Request("page", work, prepared)
@@ -180,14 +188,14 @@ class Producer:
                 from deepocr_cli.planning.plan import plan_page
 
                 enter("estimate", doc.src.path)
-                est, choice = plan_page(reader, index, opt, image)
+                est, choice = plan_page(reader, index, opt, image, family=self.ctx.family)
                 mode = choice.mode
             else:
                 mode = Mode(opt.mode)
             if reader.kind == "pdf":
                 # Render once at the size of the mode an escalation could need, so a re-run needs no re-render.
                 size_mode = escalation_target(self.ctx, mode) or mode
-                rw, rh = render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles)
+                rw, rh = self.ctx.family.render_size(size_mode, pw, ph, opt.min_tiles, opt.max_tiles)
                 if verdict is not None and verdict.rotation in (90, 270):
                     rw, rh = rh, rw  # rendered as the source lies, turned below
                 image = reader.render(index, (rw, rh))
@@ -196,10 +204,11 @@ class Producer:
                 image, transform = prepare_page(image, verdict)
             t1 = time.perf_counter()
             w, h = image.size
-            grid = grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
+            grid = self.ctx.family.grid_for(mode, w, h, opt.min_tiles, opt.max_tiles)
             page = PageResult(
                 index=index, width=w, height=h, mode=mode.value, grid=grid,
-                vision_tokens=vision_tokens(mode, grid), image_embeddings=image_embeddings(mode, grid),
+                vision_tokens=self.ctx.family.vision_tokens(mode, grid),
+                image_embeddings=self.ctx.family.image_embeddings(mode, grid),
             )
             page.timing["render"] = round(t1 - t0, 4)
             page.warnings.extend(reader.page_warnings(index))

@@ -27,10 +27,10 @@ from deepocr_cli.outputs.parse import strip_eos
 from deepocr_cli.outputs.repetition import find_loops
 from deepocr_cli.outputs.results import PageError, PageResult
 from deepocr_cli.planning import rates
-from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings, vision_tokens
+from deepocr_cli.planning.modes import Mode
 from deepocr_cli.run.finish import finish_page, maybe_finish_doc
 from deepocr_cli.run.jobs import DONE, Doc, Page, Request, RunContext
-from deepocr_cli.run.produce import Producer, escalation_target, page_request
+from deepocr_cli.run.produce import Producer, escalation_target, ngram_window, page_request
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class Runner:
                               queue.Queue(maxsize=self.batch_size + 8))
         from deepocr_cli.model import NGramConfig
 
-        self.ngram = NGramConfig(size=options.ngram_size, window=options.ngram_window, enabled=options.ngram_size > 0)
+        # the widest window any request of the run may ask for (each request carries its own: produce.ngram_window)
+        window = max(options.ngram_window, self.ctx.family.image_ngram_window or 0)
+        self.ngram = NGramConfig(size=options.ngram_size, window=window, enabled=options.ngram_size > 0)
 
     def run(self, docs: list[Doc]) -> None:
         """Convert the documents; on interrupt, finished pages stay recorded and locks are released."""
@@ -211,15 +213,15 @@ class Runner:
         ctx, work, page, opt = self.ctx, req.work, req.work.page, self.ctx.options
         attempt = work.attempts[-1]
         attempt.update(generated_tokens=res.generated_tokens, truncated=res.truncated,
-                       actual_ratio=round(res.generated_tokens / vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3),
+                       actual_ratio=round(res.generated_tokens / ctx.family.vision_tokens(Mode(attempt["mode"]), req.prepared.image.grid), 3),
                        repeating=_repeats(res.text))
         if self._should_escalate(work, res):
             up = escalation_target(ctx, Mode(attempt["mode"]))
             assert up is not None
             work.first = (res, page.mode, page.grid)
-            grid = grid_for(up, page.width, page.height, opt.min_tiles, opt.max_tiles)
+            grid = ctx.family.grid_for(up, page.width, page.height, opt.min_tiles, opt.max_tiles)
             page.mode, page.grid = up.value, grid
-            page.vision_tokens, page.image_embeddings = vision_tokens(up, grid), image_embeddings(up, grid)
+            page.vision_tokens, page.image_embeddings = ctx.family.vision_tokens(up, grid), ctx.family.image_embeddings(up, grid)
             ctx.internal.append(page_request(ctx, work, up, attempt=1))
             return
         first, work.first = work.first, None
@@ -227,7 +229,8 @@ class Runner:
             # The escalated run looped where the first did not: keep the first attempt.
             res, mode, grid = first
             page.mode, page.grid = mode, grid
-            page.vision_tokens, page.image_embeddings = vision_tokens(Mode(mode), grid), image_embeddings(Mode(mode), grid)
+            page.vision_tokens = ctx.family.vision_tokens(Mode(mode), grid)
+            page.image_embeddings = ctx.family.image_embeddings(Mode(mode), grid)
         page.raw_text, page.generated_tokens, page.truncated = res.text, res.generated_tokens, res.truncated
         if page.plan is not None:
             page.plan["attempts"] = work.attempts
@@ -269,6 +272,7 @@ class Runner:
                 crop = crop_for_figure(work.image, block.boxes_px[0])
                 mode = figure_mode(*crop.size)
                 prepared = self.ctx.engine.prepare(crop, mode, prompts.PARSE_FIGURE, opt.min_tiles, opt.max_tiles)
+                prepared.ngram_window = ngram_window(self.ctx, image_input=True)  # a crop is an image
             except ValueError as e:  # a box with no area on the page: the model's answer, not a fault
                 work.page.warnings.append(f"figure {block.index}: not parsed ({e})")
                 continue

@@ -148,3 +148,21 @@ def test_ignore_eos_generates_a_fixed_length(tmp_path):
     assert not stopped.truncated and stopped.token_ids[-1] == eng.special.eos
     assert fixed.generated_tokens == 10
     assert fixed.token_ids[: stopped.generated_tokens] == stopped.token_ids
+
+
+def test_ngram_row_windows_equal_each_row_with_its_own_blocker():
+    """OCR-2 blocks over 90 tokens for images and 50 for PDF pages in one batch: each row as if alone."""
+    torch.manual_seed(2)
+    wide = NGramBlocker(size=3, window=30)
+    rows = [torch.randint(0, 4, (40,)).tolist() for _ in range(6)]
+    own = [30, 12, 5, 30, 20, 1]
+    history = torch.tensor([r[-wide.history:] for r in rows])
+    mask = wide.banned(history, 4, torch.tensor([len(r) for r in rows]), torch.tensor(own))
+    differs = 0
+    for i, r in enumerate(rows):
+        alone = NGramBlocker(size=3, window=own[i]).banned(torch.tensor([r]), 4)
+        expected = torch.zeros(4, dtype=torch.bool) if alone is None else alone[0]
+        assert torch.equal(mask[i], expected), (i, own[i])
+        full = wide.banned(torch.tensor([r]), 4)
+        differs += not torch.equal(expected, torch.zeros(4, dtype=torch.bool) if full is None else full[0])
+    assert differs  # the windows really changed some row's bans

@@ -11,20 +11,22 @@ import torch.nn.functional as F
 
 from deepocr_cli.model import vision
 from deepocr_cli.model.image_processing import PreparedImage
-from deepocr_cli.model.vision import (
-    ClipConfig,
-    DeepOcrClipEncoder,
-    DeepOcrProjector,
+from deepocr_cli.model.sam import (
     DeepOcrSamEncoder,
     LayerNorm2d,
     SamConfig,
     decomposed_rel_pos_bias,
-    embed_images,
-    encode_views,
     resize_abs_pos,
     resize_rel_pos,
     window_partition,
     window_unpartition,
+)
+from deepocr_cli.model.vision import (
+    ClipConfig,
+    DeepOcrClipEncoder,
+    DeepOcrProjector,
+    embed_images,
+    encode_views,
 )
 from deepocr_cli.planning.modes import Mode, image_embeddings
 
