@@ -56,6 +56,12 @@ MODEL_HELP = "Hub id or local checkpoint folder (default: env DEEPOCR_MODEL, els
 MODES_HELP = "auto, tiny (64 vision tokens), small (100), base (256), large (400), gundam (256 + 100 per tile)"
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from deepocr_cli.scale.shard import parse_shard
+
+    return parse_shard(text) if text else None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"deepocr {__version__}")
@@ -152,6 +158,11 @@ def convert(
     retry_truncated: Annotated[bool, typer.Option("--retry-truncated", help="Retry pages an earlier run left truncated, with the same settings.", rich_help_panel=RUN)] = False,
     batch_size: Annotated[int | None, typer.Option(help="Pages per forward pass (default: from free memory).", metavar="N", rich_help_panel=RUN)] = None,
     json_report: Annotated[bool, typer.Option("--json", help="Print one JSON run report on stdout, whatever the exit code.", rich_help_panel=RUN)] = False,
+    devices: Annotated[str | None, typer.Option(help="One engine process per device, sharing the pages: cuda:0,cuda:1, all, or cpu,cpu.", metavar="LIST", rich_help_panel=RUN)] = None,
+    ray: Annotated[str | None, typer.Option(help="Run the model on Ray actors: local, auto or ray://host:port (needs deepocr-cli[ray]).", metavar="ADDR", rich_help_panel=RUN)] = None,
+    workers: Annotated[int | None, typer.Option(help="With --ray: model replicas (default: one per GPU of the cluster).", metavar="N", rich_help_panel=RUN)] = None,
+    worker_retries: Annotated[int, typer.Option(help="Times a page whose worker died is retried elsewhere before it is failed.", metavar="N", rich_help_panel=RUN)] = 2,
+    shard: Annotated[str | None, typer.Option(help="Convert only shard I of N (0-based): a stable hash of each document's path.", metavar="I/N", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=RUN)] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv for debug logs.", rich_help_panel=RUN)] = 0,
 ) -> None:
@@ -180,6 +191,8 @@ def convert(
             deep=deep, deep_max_per_page=deep_max_per_page, render_molecules=render_molecules, stdout=stdout,
             skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
             retry_truncated=retry_truncated, max_image_pixels=max_image_pixels or None,
+            devices=_split_csv(devices) if devices else (), ray=ray, workers=workers, worker_retries=worker_retries,
+            shard=_parse_shard(shard),
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter

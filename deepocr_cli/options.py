@@ -65,6 +65,12 @@ class ConvertOptions:
     password: str | None = field(default=None, repr=False, compare=False)
     max_image_pixels: int | None = 300_000_000  # = inputs.render.DEFAULT_MAX_IMAGE_PIXELS; None: no cap
     retry_truncated: bool = False
+    # Scale-out (deepocr_cli.scale); none of these changes a document's output.
+    devices: tuple[str, ...] = ()  # one worker process per device: ("cuda:0", "cuda:1"), ("all",), ("cpu", "cpu")
+    ray: str | None = None  # local | auto | ray://host:port
+    workers: int | None = None  # Ray replicas (default: one per GPU of the cluster)
+    worker_retries: int = 2  # times a page whose worker died is retried elsewhere before it is marked failed
+    shard: tuple[int, int] | None = None  # (I, N): only documents whose path hash falls in shard I of N
 
     def __post_init__(self) -> None:
         modes = [m.value for m in MODE_ORDER]
@@ -103,6 +109,19 @@ class ConvertOptions:
             raise UsageError(f"--device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         if self.dtype is not None and str(self.dtype).lower() not in DTYPES:
             raise UsageError(f"--dtype must be bfloat16, float16 or float32, got {self.dtype!r}")
+        self._check_scale()
+
+    def _check_scale(self) -> None:
+        if self.devices and self.ray:
+            raise UsageError("--devices and --ray are exclusive (Ray places its own workers)")
+        if self.devices and "all" in self.devices and len(self.devices) > 1:
+            raise UsageError("--devices all cannot be combined with device names")
+        if self.workers is not None and (not self.ray or self.workers < 1):
+            raise UsageError("--workers takes a number >= 1 and needs --ray")
+        if self.worker_retries < 0:
+            raise UsageError("--worker-retries must be >= 0")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise UsageError("--shard takes I/N with 0 <= I < N")
 
     def output_settings(self) -> dict:
         """The settings that determine a document's output (recorded in its JSON)."""

@@ -98,7 +98,7 @@ class CliReporter(Reporter):
 
 
 def summary_line(report: RunReport) -> str:
-    """One-line run summary for stderr."""
+    """Run summary for stderr: one line, plus one per worker with --devices / --ray."""
     t = report.to_json()["totals"]
     files = ", ".join(f"{t[s]} {s}" for s in STATUSES if t[s] or s in ("converted", "failed"))
     files += f" ({t['with_warnings']} with warnings)" if t.get("with_warnings") else ""
@@ -113,6 +113,11 @@ def summary_line(report: RunReport) -> str:
         kept, new = t["truncated_kept"], t["truncated_pages"] - t["truncated_kept"]
         line += f"; truncated pages: {new} new" + (
             f", {kept} kept from earlier runs with the same settings (--retry-truncated retries them)" if kept else "")
+    for w in report.workers:
+        line += (f"\n  worker {w['worker']} ({w['device']}{' on ' + w['host'] if w['host'] else ''}): "
+                 f"{w['requests']} requests, {w['generated_tokens']} tokens in {w['busy_s']:.1f} s busy "
+                 f"({w['pages_per_s']:.2f} pages/s, {w['tokens_per_s']:.1f} tokens/s)"
+                 + (f", died {w['deaths']}x" if w["deaths"] else ""))
     return line
 
 

@@ -20,7 +20,8 @@ ALLOWED = {
     "outputs": {"planning", "inputs"},  # renderers of pdf/html read the source again (inputs.render)
     "model": {"planning"},
     "engine": {"model", "planning"},
-    "run": {"inputs", "planning", "outputs", "model", "engine"},
+    "scale": {"model", "engine", "planning"},  # workers hold engines; the run above drives them
+    "run": {"inputs", "planning", "outputs", "model", "engine", "scale"},
 }
 #: Top-level modules that sit above the rooms (they drive them) and may import anything.
 DRIVERS = {"cli", "cli_support", "progress", "sample_docs", "__main__", "__init__"}

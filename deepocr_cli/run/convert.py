@@ -61,6 +61,10 @@ def convert(
     start = time.perf_counter()
     reporter = reporter or Reporter()
     report = report if report is not None else RunReport()
+    if options.ray and engine_factory is None:
+        from deepocr_cli.scale.ray_backend import import_ray
+
+        import_ray()  # a missing extra is a usage error (exit 2) before anything else
     docs, skipped = find_documents(
         list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
     )
@@ -72,6 +76,10 @@ def convert(
             "no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)"
             + (f"; {len(skipped)} path(s) skipped" if skipped else "")
         )
+    if options.shard is not None:
+        from deepocr_cli.scale.shard import shard_of
+
+        docs = [d for d in docs if shard_of(d.rel, options.shard[1]) == options.shard[0]]
     if options.stdout and len(docs) != 1:
         raise UsageError("--stdout takes exactly one input document")
     if options.output_dir is not None:
@@ -114,7 +122,12 @@ def convert(
         _report(report, reporter, restore_outputs(doc, verdict, options.password))
     if todo:
         engine = engine_factory() if engine_factory else _load_engine(options)
-        Runner(engine, options, reporter, report, model_info, settings).run(todo)
+        if getattr(engine, "remote", False):  # several workers (--devices, --ray): deepocr_cli.scale
+            from deepocr_cli.run.scaled import run_scaled
+
+            run_scaled(engine, todo, options, reporter, report, model_info, settings, close=engine_factory is None)
+        else:
+            Runner(engine, options, reporter, report, model_info, settings).run(todo)
     report.wall_s = time.perf_counter() - start
     return report
 
@@ -224,6 +237,10 @@ def assign_outputs(docs: Sequence[SourceDoc], output_dir: Path | None) -> list[O
 
 
 def _load_engine(options: ConvertOptions) -> Any:
+    if options.devices or options.ray:
+        from deepocr_cli.scale.engine import open_engine
+
+        return open_engine(options)
     from deepocr_cli.engine import load_engine
 
     # DEEPOCR_MEMORY_BUDGET (bytes) caps the KV cache the engine may use, e.g. on a shared GPU.

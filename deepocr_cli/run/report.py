@@ -51,6 +51,7 @@ class RunReport:
     wall_s: float = 0.0
     markdown: dict[str, str] = field(default_factory=dict)  # source -> Markdown, only with stdout=True
     engine: dict = field(default_factory=dict)  # the scheduler's EngineMetrics.report()
+    workers: list[dict] = field(default_factory=list)  # per-worker figures with --devices / --ray
 
     def count(self, status: str) -> int:
         """Number of files with the given status."""
@@ -92,9 +93,12 @@ class RunReport:
             "wall_s": round(self.wall_s, 3),
             "pages_per_s": round(self.pages / self.wall_s, 4) if self.wall_s > 0 else 0.0,
         }
-        return {"status": self.status, "exit_code": int(self.exit_code), "error": None, "totals": totals,
-                "engine": self.engine,
-                "files": [f.to_json() for f in self.files]}
+        out = {"status": self.status, "exit_code": int(self.exit_code), "error": None, "totals": totals,
+               "engine": self.engine,
+               "files": [f.to_json() for f in self.files]}
+        if self.workers:
+            out["workers"] = self.workers
+        return out
 
 
 class Reporter:
