@@ -32,7 +32,11 @@ class RemoteEngine:
 
     remote = True
 
-    def __init__(self, backend: Backend, max_retries: int = 2) -> None:
+    def __init__(self, backend: Backend, max_retries: int = 2, family: Any = None) -> None:
+        from deepocr_cli.planning.families import V1
+
+        #: the model family the workers load (DeepSeek-OCR or OCR-2): token counts, tile grids, n-gram windows
+        self.family = family or V1
         self.backend = backend
         self.dispatcher = Dispatcher(backend, max_retries)
         self._ids = itertools.count()
@@ -68,7 +72,7 @@ class RemoteEngine:
     def prepare(self, image: Any, mode: Mode, prompt: str = prompts.MARKDOWN, min_tiles: int = DEFAULT_MIN_TILES,
                 max_tiles: int = DEFAULT_MAX_TILES, tag: object = None) -> RemotePrepared:
         """Note the image and how to prepare it; the worker makes the tensors."""
-        return RemotePrepared.of(image, mode, prompt, min_tiles, max_tiles, tag)
+        return RemotePrepared.of(image, mode, prompt, min_tiles, max_tiles, tag, self.family)
 
     def generate(self, requests: list[RemotePrepared], max_new_tokens: int = 8192, batch_size: int | None = None,
                  ngram: Any = None, **_: Any) -> list[Any]:
@@ -80,8 +84,7 @@ class RemoteEngine:
             from deepocr_cli.model import NGramConfig
 
             ngram = NGramConfig()
-        tasks = [Task(next(self._ids), r.pixels, r.image.mode.value, r.prompt, r.min_tiles, r.max_tiles)
-                 for r in requests]
+        tasks = [Task.of(next(self._ids), r) for r in requests]
         answers = self.dispatcher.run(tasks, (max_new_tokens, batch_size, ngram), batch_size or self._worker_batch)
         for req, res in zip(requests, answers, strict=True):
             res.tag = req.tag
@@ -133,7 +136,9 @@ def open_engine(options: ConvertOptions) -> RemoteEngine:
 
         backend = ProcessBackend(spec, resolve_devices(options.devices))
     log.info("starting %d worker(s)", backend.size)
-    return RemoteEngine(backend, options.worker_retries)
+    from deepocr_cli.planning.families import family_of
+
+    return RemoteEngine(backend, options.worker_retries, family_of(options.model, options.revision))
 
 
 class RemoteScheduler:
@@ -163,8 +168,7 @@ class RemoteScheduler:
     def add(self, item: tuple[RemotePrepared, int]) -> int:
         """Queue one request (from engine_request)."""
         request, self._limit = item
-        task = Task(next(self.engine._ids), request.pixels, request.image.mode.value, request.prompt,
-                    request.min_tiles, request.max_tiles)
+        task = Task.of(next(self.engine._ids), request)
         self._by_id[task.id] = request
         self.engine.dispatcher.submit([task])
         return task.id

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepocr_cli.planning.modes import Mode, grid_for, image_embeddings
+from deepocr_cli.planning.modes import Mode
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,22 @@ class RemotePrepared:
     max_tiles: int
     tag: object = None
     max_new_tokens: int | None = None
+    ngram_window: int | None = None  # this request's no-repeat window (None: the run's)
 
     @classmethod
-    def of(cls, image: Any, mode: Mode, prompt: str, min_tiles: int, max_tiles: int, tag: object = None
-           ) -> RemotePrepared:
-        """Describe ``image`` prepared in ``mode`` without preparing it (the grid is what prepare_image uses)."""
+    def of(cls, image: Any, mode: Mode, prompt: str, min_tiles: int, max_tiles: int, tag: object = None,
+           family: Any = None) -> RemotePrepared:
+        """Describe ``image`` prepared in ``mode`` without preparing it (the grid is the one the model family's
+        preparation uses: v1's tiles, or OCR-2's tile cap)."""
         from deepocr_cli.model.image_processing import to_rgb
+        from deepocr_cli.planning.families import V1
 
+        family = family or V1
         rgb = to_rgb(image)
         mode = Mode(mode)
-        grid = grid_for(mode, *rgb.size, min_tiles, max_tiles)
-        return cls(PageImage.of(rgb), ImageInfo(mode, grid, image_embeddings(mode, grid)), prompt, min_tiles, max_tiles, tag)
+        grid = family.grid_for(mode, *rgb.size, min_tiles, max_tiles)
+        info = ImageInfo(mode, grid, family.image_embeddings(mode, grid))
+        return cls(PageImage.of(rgb), info, prompt, min_tiles, max_tiles, tag)
 
 
 @dataclass
@@ -95,6 +100,13 @@ class Task:
     prompt: str
     min_tiles: int
     max_tiles: int
+    ngram_window: int | None = None
+
+    @classmethod
+    def of(cls, task_id: int, request: RemotePrepared) -> Task:
+        """The task of a lazily prepared request."""
+        return cls(task_id, request.pixels, request.image.mode.value, request.prompt, request.min_tiles,
+                   request.max_tiles, request.ngram_window)
 
 
 @dataclass
@@ -132,7 +144,9 @@ def run_tasks(engine: Any, tasks: list[Task], max_new_tokens: int, batch_size: i
     prepared, where = [], []
     for i, t in enumerate(tasks):
         try:
-            prepared.append(engine.prepare(t.pixels.to_pil(), Mode(t.mode), t.prompt, t.min_tiles, t.max_tiles))
+            request = engine.prepare(t.pixels.to_pil(), Mode(t.mode), t.prompt, t.min_tiles, t.max_tiles)
+            request.ngram_window = t.ngram_window
+            prepared.append(request)
             where.append(i)
         except Exception as e:  # noqa: BLE001 - a bad image fails its page, not the batch
             out[i] = TaskError("preprocess", f"{type(e).__name__}: {e}")

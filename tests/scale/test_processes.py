@@ -105,3 +105,27 @@ def test_worker_errors_keep_their_exit_codes(scripted_checkpoint: Path, tmp_path
     monkeypatch.setenv("DEEPOCR_MEMORY_BUDGET", "1")
     r = CliRunner().invoke(app, [*args, "--model", str(scripted_checkpoint)])
     assert r.exit_code == 7 and "memory" in r.stderr.lower()
+
+
+def test_ocr2_through_two_cpu_workers_writes_what_one_process_writes(tmp_path: Path) -> None:
+    """The workers load OCR-2; the driver prices its pages with OCR-2's grids and sends each page's n-gram window."""
+    from deepocr_cli.model import write_random_checkpoint
+    from deepocr_cli.model.ocr2_config import NATIVE
+    from deepocr_cli.sample_docs import make_sample_docs
+    from tests.conftest import SCRIPT
+
+    ckpt = write_random_checkpoint(tmp_path / "ocr2", family="ocr2", layout=NATIVE, seed=1, script=SCRIPT)
+    samples = tmp_path / "samples"
+    make_sample_docs(samples)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("slide.pdf", "scanned_page.jpg"):
+        (docs / name).write_bytes((samples / name).read_bytes())
+    common = ["convert", str(docs), "--model", str(ckpt), "--max-new-tokens", "24", "--no-deep", "--json", "-q"]
+    one = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "one")])
+    two = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "two"), "--devices", "cpu,cpu"])
+    assert one.exit_code == 0 and two.exit_code == 0, (one.stderr, two.stderr)
+    assert differences(tmp_path / "one", tmp_path / "two") == []
+    page = json.loads((tmp_path / "two" / "scanned_page.json").read_text())["pages"][0]
+    # OCR-2's count: 256 for the global view, 144 per tile, plus one separator embedding
+    assert (page["vision_tokens"] - 256) % 144 == 0 and page["image_embeddings"] == page["vision_tokens"] + 1
