@@ -144,13 +144,7 @@ class DeepOcrConfig:
         Raises:
             CheckpointError: the file is unreadable, not JSON, or malformed.
         """
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise CheckpointError(f"model config {path} is not a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_config_json(path))
 
 
 def _parse_decoder(data: dict[str, Any]) -> DecoderConfig:
@@ -216,3 +210,18 @@ def _parse_tower(cls: type, spec: dict[str, Any], data: dict[str, Any]) -> Any:
 def tower_to_dict(tower: Any) -> dict[str, Any]:
     """A SamConfig/ClipConfig as the JSON object config.json stores (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(tower).items()}
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a config.json file.
+
+    Raises:
+        CheckpointError: the file is unreadable, not JSON, or not an object.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"model config {path} is not a JSON object")
+    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from torch import nn
 from deepocr_cli.checkpoints import ALLOW_PATTERNS as _ALLOW_PATTERNS
 from deepocr_cli.checkpoints import weight_files as _safetensors_files
 from deepocr_cli.errors import CheckpointError, ModelError
-from deepocr_cli.model.configuration import DeepOcrConfig
+from deepocr_cli.model.configuration import DeepOcrConfig, read_config_json
 from deepocr_cli.model.ocr2_config import DeepOcr2Config, is_ocr2_config
 from deepocr_cli.model.ocr2_layout import TensorSource, sources_for
 from deepocr_cli.planning.families import OCR2, V1, ModelFamily
@@ -286,12 +285,7 @@ def read_model_config(path: Path) -> DeepOcrConfig | DeepOcr2Config:
     Raises:
         CheckpointError: unreadable, not JSON, or malformed.
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"model config {path} is not a JSON object")
+    data = read_config_json(path)
     return DeepOcr2Config.from_dict(data) if is_ocr2_config(data) else DeepOcrConfig.from_dict(data)
 
 

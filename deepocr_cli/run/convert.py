@@ -34,6 +34,26 @@ log = logging.getLogger(__name__)
 MIN_FREE_BYTES = 1 << 20
 
 
+def discover(paths: Sequence[Path], options: ConvertOptions, report: RunReport, reporter: Reporter) -> list[SourceDoc]:
+    """The documents among ``paths``; paths that are not documents are reported failed with their reason.
+
+    Raises:
+        NoInputError: no supported document was found.
+    """
+    docs, skipped = find_documents(
+        list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
+    )
+    reporter.run_started(len(docs) + len(skipped))
+    for s in skipped:
+        file_failed(report, reporter, str(s.path), s.reason)
+    if not docs:
+        raise NoInputError(
+            "no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)"
+            + (f"; {len(skipped)} path(s) skipped" if skipped else "")
+        )
+    return docs
+
+
 def convert(
     paths: Sequence[Path],
     options: ConvertOptions,
@@ -65,17 +85,7 @@ def convert(
         from deepocr_cli.scale.ray_backend import import_ray
 
         import_ray()  # a missing extra is a usage error (exit 2) before anything else
-    docs, skipped = find_documents(
-        list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
-    )
-    reporter.run_started(len(docs) + len(skipped))
-    for s in skipped:
-        file_failed(report, reporter, str(s.path), s.reason)
-    if not docs:
-        raise NoInputError(
-            "no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)"
-            + (f"; {len(skipped)} path(s) skipped" if skipped else "")
-        )
+    docs = discover(paths, options, report, reporter)
     if options.shard is not None:
         from deepocr_cli.scale.shard import shard_of
 

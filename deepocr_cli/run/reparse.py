@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepocr_cli.errors import DeepOcrError, InputError, NoInputError
-from deepocr_cli.inputs.discover import SourceDoc, find_documents
+from deepocr_cli.errors import DeepOcrError, InputError
+from deepocr_cli.inputs.discover import SourceDoc
 from deepocr_cli.inputs.render import open_document
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.crops import save_page_crops
@@ -24,7 +24,7 @@ from deepocr_cli.outputs.paths import OutputPaths
 from deepocr_cli.outputs.reparse import reparse_page
 from deepocr_cli.outputs.results import PageResult
 from deepocr_cli.outputs.stored import load_stored
-from deepocr_cli.run.convert import assign_outputs
+from deepocr_cli.run.convert import assign_outputs, discover
 from deepocr_cli.run.report import FileReport, Reporter, RunReport, file_failed
 from deepocr_cli.run.scanprep import map_page_back, stored_transform
 from deepocr_cli.run.state import sha256_file, write_state
@@ -50,14 +50,7 @@ def reparse(paths: Sequence[Path], options: ConvertOptions, reporter: Reporter |
     start = time.perf_counter()
     reporter = reporter or Reporter()
     report = RunReport()
-    docs, skipped = find_documents(
-        list(paths), recursive=options.recursive, include=options.include, exclude=options.exclude
-    )
-    reporter.run_started(len(docs) + len(skipped))
-    for s in skipped:
-        file_failed(report, reporter, str(s.path), s.reason)
-    if not docs:
-        raise NoInputError("no supported input found (PDF, PNG, JPEG, TIFF, WebP, BMP)")
+    docs = discover(paths, options, report, reporter)
     for src, out in zip(docs, assign_outputs(docs, options.output_dir), strict=True):
         try:
             fr = _reparse_one(src, out, options, report)
