@@ -143,14 +143,21 @@ def load_tokenizer(path: str | Path) -> Any:
         CheckpointError: the tokenizer files are missing or unreadable.
     """
     from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     folder = Path(path)
     if not (folder / "tokenizer.json").is_file():
         raise CheckpointError(f"{folder} has no tokenizer.json")
+    # The official tokenizer_config.json names LlamaTokenizerFast; loading its tokenizer.json with the generic fast
+    # class is deliberate, and older transformers (4.5x) warn about it on every load, which -q must not show.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return PreTrainedTokenizerFast.from_pretrained(str(folder))
     except Exception as exc:
         raise CheckpointError(f"cannot load the tokenizer in {folder}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def special_ids(tokenizer: Any) -> SpecialIds:
