@@ -23,7 +23,7 @@ from deepocr_cli.model.decoder import DeepOcrMLP, DeepOcrRMSNorm, apply_rotary_p
 from deepocr_cli.model.image_processing import PreparedImage
 from deepocr_cli.model.ocr2_config import QUERIES_768, QUERIES_1024, Ocr2EncoderConfig
 from deepocr_cli.model.sam import DeepOcrSamEncoder
-from deepocr_cli.model.vision import DeepOcrProjector
+from deepocr_cli.model.vision import DeepOcrProjector, joined_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,5 @@ def embed_images_ocr2(
     for idx, image in enumerate(images):
         parts = [tile_feats[idx].reshape(-1, weight.shape[0])] if idx in tile_feats else []
         parts += [globals_[idx][0], separator]
-        embedded = torch.cat(parts, dim=0)
-        if embedded.shape[0] != image.num_embeddings:
-            raise AssertionError(
-                f"image {idx}: {embedded.shape[0]} vision embeddings, expected {image.num_embeddings}"
-            )
-        results.append(embedded)
+        results.append(joined_embeddings(parts, image.num_embeddings, idx))
     return results

@@ -184,6 +184,15 @@ def _encode_grouped(
     return [out[i] for i in range(len(views))]
 
 
+def joined_embeddings(parts: list[Tensor], expected: int, idx: int) -> Tensor:
+    """One image's embedding sequence [N, D] from its parts (tiles, global view, separator), checked against the
+    placeholder count its prompt was built with (a mismatch is a bug in the layout, never a user error)."""
+    embedded = torch.cat(parts, dim=0)
+    if embedded.shape[0] != expected:
+        raise AssertionError(f"image {idx}: {embedded.shape[0]} vision embeddings, expected {expected}")
+    return embedded
+
+
 def _with_newlines(grid: Tensor, newline: Tensor) -> Tensor:
     """Append one newline vector after every row of a [rows, cols, D] grid -> [rows * (cols + 1), D]."""
     rows, _, dim = grid.shape
@@ -248,10 +257,5 @@ def embed_images(
         feats = global_feats[idx][0]  # [h*h, D]
         h = math.isqrt(feats.shape[0])
         parts += [_with_newlines(feats.view(h, h, -1), newline), separator[None, :]]
-        embedded = torch.cat(parts, dim=0)
-        if embedded.shape[0] != image.num_embeddings:
-            raise AssertionError(
-                f"image {idx}: {embedded.shape[0]} vision embeddings, expected {image.num_embeddings}"
-            )
-        results.append(embedded)
+        results.append(joined_embeddings(parts, image.num_embeddings, idx))
     return results
