@@ -7,10 +7,8 @@ and, for the native layout, renamed and the routed experts of each MoE layer fus
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,8 @@ from deepocr_cli.model.testing import (
     _TINY_DECODER,
     _TINY_SAM,
     _init_tensor,
-    _script_rows,
+    random_weights,
     write_safetensors_stream,
-    write_tokenizer,
 )
 
 log = logging.getLogger(__name__)
@@ -217,37 +214,18 @@ def write_random_ocr2_checkpoint(
     from deepocr_cli.model.ocr2_modeling import DeepOcr2ForCausalLM
 
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = ocr2_checkpoint_config(size, layout)
-    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    write_tokenizer(folder)
-    cfg = DeepOcr2Config.from_dict(copy.deepcopy(config))
-    dtype = torch.float32 if size == "tiny" else torch.bfloat16
-    with torch.device("meta"):
-        skeleton = DeepOcr2ForCausalLM(cfg)
-    shapes = {name: (dtype, tuple(t.shape)) for name, t in skeleton.state_dict().items()}
-    overrides = _script_rows(folder, cfg.decoder, script, prompts, seed) if script is not None else {}
-    eos = cfg.decoder.eos_token_id
-
-    def draw() -> Iterator[tuple[str, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(seed)
-        for name, (_, shape) in shapes.items():
-            t = _init(name, torch.Size(shape), gen)
-            if name == "lm_head.weight" and script is None:
-                t[eos] = 0.0  # never the argmax among 129k random rows: the model never stops
-            for row, value in overrides.get(name, {}).items():
-                t[row] = value
-            yield name, t.to(dtype)
+    shapes, weights = random_weights(folder, ocr2_checkpoint_config(size, layout), DeepOcr2Config,
+                                     DeepOcr2ForCausalLM, size, seed, script, prompts, init=_init)
 
     if layout == ORIGINAL:
-        write_safetensors_stream(folder / "model.safetensors", draw(), shapes)
+        write_safetensors_stream(folder / "model.safetensors", weights, shapes)
     else:
         ordered, parts = _native_plan(shapes)
         last_piece = {pieces[-1]: key for key, pieces in parts.items()}
 
         def native_items() -> Iterable[tuple[str, torch.Tensor]]:
             drawn: dict[str, torch.Tensor] = {}
-            for name, t in draw():
+            for name, t in weights:
                 src = native_key(name)
                 if src.expert is None:
                     yield src.key, t

@@ -8,7 +8,7 @@ import logging
 import math
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,31 +208,53 @@ def write_random_checkpoint(
     if family != "ocr1" or layout != "original":
         raise ValueError(f"unknown checkpoint family/layout {family!r}/{layout!r}")
     folder = Path(path)
+    shapes, tensors = random_weights(folder, checkpoint_config(size), DeepOcrConfig, DeepOcrForCausalLM, size, seed,
+                                     script, prompts)
+    write_safetensors_stream(folder / "model.safetensors", tensors, shapes)
+    log.info("wrote random %s checkpoint to %s", size, folder)
+    return folder
+
+
+def random_weights(
+    folder: Path,
+    config: dict[str, Any],
+    config_cls: Any,
+    model_cls: Any,
+    size: str,
+    seed: int,
+    script: str | None,
+    prompts: Sequence[str],
+    init: Any = None,
+) -> tuple[dict[str, tuple], Iterator[tuple[str, torch.Tensor]]]:
+    """Write config.json and the tokenizer into ``folder``; return the model's tensor shapes and a stream of its
+    random weights in state-dict order (scripted rows in place), for either model family.
+
+    ``init(name, shape, generator)`` draws one tensor (default `_init_tensor`); the same seed gives the same
+    weights whatever layout they are then written in.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    config = checkpoint_config(size)
     (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     write_tokenizer(folder)
-    cfg = DeepOcrConfig.from_dict(copy.deepcopy(config))
+    cfg = config_cls.from_dict(copy.deepcopy(config))
     dtype = torch.float32 if size == "tiny" else torch.bfloat16
     with torch.device("meta"):
-        skeleton = DeepOcrForCausalLM(cfg)
+        skeleton = model_cls(cfg)
     shapes = {name: (dtype, tuple(t.shape)) for name, t in skeleton.state_dict().items()}
     overrides = _script_rows(folder, cfg.decoder, script, prompts, seed) if script is not None else {}
     eos = cfg.decoder.eos_token_id
+    draw_one = init or _init_tensor
 
-    def tensors() -> Iterable[tuple[str, torch.Tensor]]:
+    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         for name, (_, shape) in shapes.items():
-            t = _init_tensor(name, torch.Size(shape), gen)
+            t = draw_one(name, torch.Size(shape), gen)
             if name == "lm_head.weight" and script is None:
                 t[eos] = 0.0  # never the argmax among 129k random rows: the model never stops
             for row, value in overrides.get(name, {}).items():
                 t[row] = value
             yield name, t.to(dtype)
 
-    write_safetensors_stream(folder / "model.safetensors", tensors(), shapes)
-    log.info("wrote random %s checkpoint to %s", size, folder)
-    return folder
+    return shapes, tensors()
 
 
 def _script_rows(
