@@ -22,6 +22,7 @@ from typing import Any
 
 import pymupdf
 import pytest
+from pdf_helpers import hand_pdf
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -38,20 +39,6 @@ def pdf_bytes(pages: int = 2, width: float = 595, height: float = 842) -> bytes:
     data = doc.tobytes()
     doc.close()
     return data
-
-
-def hand_pdf(objs: list[bytes]) -> bytes:
-    """A PDF written object by object, with a correct xref table (so only what the objects say is wrong)."""
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<</Size {len(objs) + 1}/Root 1 0 R>>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
 
 
 def _stream(data: bytes, extra: bytes = b"") -> bytes:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pymupdf
 import pytest
+from pdf_helpers import hand_pdf
 from PIL import Image
 
 from deepocr_cli.errors import InputError
@@ -34,20 +35,6 @@ def _make_pdf(
     doc.save(path, **save)
     doc.close()
     return path
-
-
-def _hand_pdf(objs: list[bytes]) -> bytes:
-    """A minimal PDF written byte by byte, with a correct xref table."""
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<</Size {len(objs) + 1}/Root 1 0 R>>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
 
 
 def _px(im: Image.Image, x: float, y: float) -> tuple[int, ...]:
@@ -143,14 +130,14 @@ def test_half_truncated_pdf_is_repaired_as_far_as_possible(tmp_path: Path) -> No
 
 def test_zero_page_pdf(tmp_path: Path) -> None:
     path = tmp_path / "empty_tree.pdf"
-    path.write_bytes(_hand_pdf([b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[]/Count 0>>"]))
+    path.write_bytes(hand_pdf([b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[]/Count 0>>"]))
     with pytest.raises(InputError, match="no pages"):
         open_document(path)
 
 
 def test_pdf_without_any_readable_page(tmp_path: Path) -> None:
     path = tmp_path / "liar.pdf"  # the page tree claims two pages and holds none
-    path.write_bytes(_hand_pdf([b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[]/Count 2>>"]))
+    path.write_bytes(hand_pdf([b"<</Type/Catalog/Pages 2 0 R>>", b"<</Type/Pages/Kids[]/Count 2>>"]))
     with pytest.raises(InputError, match="no readable pages"):
         open_document(path)
 
@@ -158,7 +145,7 @@ def test_pdf_without_any_readable_page(tmp_path: Path) -> None:
 def test_broken_page_raises_input_error_naming_it_and_others_still_render(tmp_path: Path) -> None:
     path = tmp_path / "broken.pdf"  # Count says 3, only page 1 exists
     path.write_bytes(
-        _hand_pdf(
+        hand_pdf(
             [
                 b"<</Type/Catalog/Pages 2 0 R>>",
                 b"<</Type/Pages/Kids[3 0 R]/Count 3>>",
