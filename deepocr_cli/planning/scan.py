@@ -7,12 +7,12 @@ noise, rules and frames removed), so that blank pages, turned pages and skewed p
 1. Skew and axis: per vertical strip of the ink (the estimator's strips), the row profile; the strips' profiles
    shifted by x * tan(angle) and summed give the page's row profile at that angle, which is sharpest (sum of
    squares) when the text lines lie along it. Searched coarse to fine over +-MAX_SKEW degrees, on the ink and on
-   its transpose: text lines run along the axis whose best profile is sharpest (line gaps are wider than
-   letter gaps, in CJK too).
-2. The ink is turned so that its lines run horizontally and sheared straight, and the text estimator's own
-   analysis runs on it: its characters and lines decide the blank verdict; its fragments tell up from down
-   (Latin: ascenders and capitals stand above the x-height far more often than descenders hang below it; CJK:
-   commas, full stops and small kana sit low in their line).
+   its transpose: the page is read along the axis whose best profile is sharpest (line gaps are wider than
+   letter gaps, in CJK too; on code, tables and reference cards a close call).
+2. The ink is turned so that its lines should run horizontally and sheared straight, and the text estimator's own
+   analysis runs on it: its characters and lines decide the blank verdict; patches cut around its fragments go
+   to a small learned classifier (deepocr_cli.planning.orient) that tells, summed over the page, by how much that
+   reading is turned from upright: 0 or 180 degrees, or 90 / 270 when the profiles' axis runs across the lines.
 3. A page is blank when the estimator finds no text on it and no patch of ink the size of a small figure is
    left outside its margins (punch holes and scanner borders lie in them); text whose ink is faint and soft
    (bleed-through from the other side) does not count.
@@ -26,26 +26,16 @@ import numpy as np
 from PIL import Image
 
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
+from deepocr_cli.planning.orient import line_patches, shipped_model, turn_scores
 from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profiles, search_skew, straighten
 
-#: Largest skew searched for and corrected (degrees either way).
-#: Text lines run along the axis whose sharpest profile beats the other axis's by this factor; closer calls
-#: leave the page as it is (undecided).
-AXIS_MARGIN = 1.08
-#: Below this ratio of the two axes' sharpness the page is also read both ways, and the way on which the
-#: estimator finds AXIS_LINE_MARGIN times more characters per line carries its lines.
-AXIS_CLEAR = 1.3
-AXIS_LINE_MARGIN = 1.5
-#: A close call the lines' length leaves open goes to the reading whose up/down score (see _updown_score) is at
-#: least AXIS_UPDOWN_MIN and AXIS_UPDOWN_RATIO times the other reading's: read across the lines, the glyph slices
-#: lean neither way.
-AXIS_BY_UPDOWN = True
-AXIS_UPDOWN_MIN = 0.2
-AXIS_UPDOWN_RATIO = 2.0
-#: Up/down: |score| at least this, from at least UPDOWN_MIN_FRAGMENTS text fragments, else undecided.
-UPDOWN_MIN_SCORE = 0.08
-UPDOWN_MIN_FRAGMENTS = 12
-_MARK_PRIOR = 10.0  # marks: a handful says little
+#: Orientation (deepocr_cli.planning.orient): the best rotation's summed log-likelihood over the page's patches
+#: must beat the next one's by ORIENT_MARGIN (nats), on at least ORIENT_MIN_PATCHES patches, else undecided.
+ORIENT_MARGIN = 4.0
+ORIENT_MIN_PATCHES = 6
+#: When reading along the sharper axis leaves the margin under this, the page is also read along the other axis
+#: (close calls: code, tables, CJK set on a square grid) and both readings' patches vote.
+ORIENT_SECOND_READING = 12.0
 #: Blank pages are judged on the ink that stands out of the page's noise: at least BLANK_MIN_CONTRAST gray
 #: levels darker than the paper (bleed-through from the other side is fainter, light-grey print darker) and at
 #: least NOISE_K deviations of the paper's own texture (measured in 32-px blocks, which sees the blotches JPEG
@@ -93,7 +83,8 @@ class ScanVerdict:
             contrast and edge sharpness).
         rotation: degrees clockwise the page must turn to be upright: 0, 90, 180 or 270.
         orientation: "upright", "turned", "undecided" (left as it is), "off" (not looked at) or "blank".
-        orientation_score: the up/down score behind the decision (signed; 0 when undecided or off).
+        orientation_score: the classifier's margin behind the decision: how many nats the chosen rotation's
+            summed log-likelihood beats the next one's by (below ORIENT_MARGIN when undecided; 0 when off).
         skew: angle of the text lines in degrees after the turn, positive when they descend to the right; the
             page is straightened by turning it that much counter-clockwise. 0 when off or below MIN_SKEW.
     """
@@ -254,7 +245,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     """
     weak, strong, noise = clean_ink(gray)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
-    axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
+    axis_rows, structure, a_rows, a_cols = True, 1.0, 0.0, 0.0
     if weak.any():
         prof, xc = profiles(weak)
         a_rows, s_rows, _ = search_skew(prof, xc)
@@ -264,28 +255,9 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         a_cols = -a_cols
         structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
         axis_rows = not rotate or s_rows >= s_cols
-        axis_sure = structure > AXIS_MARGIN
-        angle = a_rows if axis_rows else a_cols
+    angle = a_rows if axis_rows else a_cols
     lines = straighten(weak, axis_rows, angle)
     est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
-    if rotate and weak.any() and structure < AXIS_CLEAR:
-        # a close call (tables, code, dense reference cards): read the page both ways; along its lines the
-        # estimator finds long lines of text, across them short stacks of glyph slices
-        other = straighten(weak, not axis_rows, a_cols if axis_rows else a_rows)
-        est2, detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)
-        per_line, per_line2 = est.chars / max(est.lines, 1), est2.chars / max(est2.lines, 1)
-        clear = max(per_line, per_line2) >= AXIS_LINE_MARGIN * max(min(per_line, per_line2), 1.0)
-        sure = clear or (max(per_line, per_line2) == per_line and structure > AXIS_MARGIN)
-        flip = per_line2 > per_line
-        if not sure and AXIS_BY_UPDOWN and detail and detail2:
-            # still open: read across its lines, a page's glyph slices lean neither way, along them its
-            # ascenders (Latin) or low marks (CJK) lean clearly one way
-            s1, s2 = abs(_updown_score(detail)[0]), abs(_updown_score(detail2)[0])
-            if max(s1, s2) >= AXIS_UPDOWN_MIN and max(s1, s2) >= AXIS_UPDOWN_RATIO * min(s1, s2):
-                sure, flip = True, s2 > s1
-        if flip:
-            axis_rows, angle, lines, est, detail = not axis_rows, (a_cols if axis_rows else a_rows), other, est2, detail2
-        axis_sure = sure
     skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
     is_blank = False
@@ -298,30 +270,40 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] == 0 and not lined
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
-    if rotate and detail:
-        score, n = _updown_score(detail)
-        if axis_sure and n >= UPDOWN_MIN_FRAGMENTS and abs(score) >= UPDOWN_MIN_SCORE:
-            up = score > 0
-            rotation = (0 if up else 180) if axis_rows else (90 if up else 270)
-            orientation = "upright" if rotation == 0 else "turned"
-        else:
-            orientation = "undecided"
-            if not axis_rows:  # lines known to run vertically, but not which way up: leave the page as it is
-                skew = 0.0
+    if rotate:
+        # read along the sharper axis: the classifier tells which way up the text is, and also when that axis
+        # runs across the lines (a close call: code, tables, reference cards), which the profiles cannot
+        rotation, orientation, score, skew = _orientation(weak, axis_rows, lines, detail, a_rows, a_cols,
+                                                          skew if axis_rows else 0.0, deskew)
     return ScanVerdict(False, measure, rotation, orientation, score, skew)
 
 
-def _updown_score(detail: dict) -> tuple[float, int]:
-    """Positive when the (turned, sheared) lines are upright, negative when upside down; and the number of text
-    fragments it rests on. The sum of two shares, each in [-1, 1]: rows above the fragments' cores against rows
-    below them (Latin ascenders and capitals stand above the x-height far more often than descenders hang below
-    it; CJK glyphs lean the same way, more weakly), and low marks against high ones (commas, full stops, 、 。
-    and small kana sit low)."""
-    above, below = float(detail["above"].sum()), float(detail["below"].sum())
-    low, high = float(detail["low_marks"].sum()), float(detail["high_marks"].sum())
-    rows = (above - below) / max(above + below, 1.0)
-    marks = (low - high) / (low + high + _MARK_PRIOR)
-    return rows + marks, int(len(detail["above"]))
+def _orientation(
+    weak: np.ndarray, axis_rows: bool, lines: np.ndarray, detail: dict, a_rows: float, a_cols: float,
+    kept_skew: float, deskew: bool,
+) -> tuple[int, str, float, float]:
+    """Rotation, orientation, score and skew from the learned patch classifier (``orient``) on the page read along
+    its sharper axis (``lines``, its fragments ``detail``), and also along the other axis when that first reading
+    leaves the margin under ORIENT_SECOND_READING: the rotation whose summed log-likelihood beats the next by
+    ORIENT_MARGIN, on at least ORIENT_MIN_PATCHES patches, else "undecided" (rotation 0, skew ``kept_skew``). The
+    skew is the angle measured along the axis the rotation puts the lines on; the score is the margin (nats)."""
+    model = shipped_model()
+    readings = [(0 if axis_rows else 90, line_patches(lines, detail))]
+    scores, n = turn_scores(model, readings)
+    margin = float(np.diff(np.sort(scores))[-1])
+    if margin < ORIENT_SECOND_READING and weak.any():
+        other = straighten(weak, not axis_rows, a_cols if axis_rows else a_rows)
+        detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)[1]
+        readings.append((90 if axis_rows else 0, line_patches(other, detail2)))
+        scores, n = turn_scores(model, readings)
+    order = np.argsort(scores)[::-1]
+    margin = float(scores[order[0]] - scores[order[1]])
+    if n < ORIENT_MIN_PATCHES or margin < ORIENT_MARGIN:
+        return 0, "undecided", margin if n else 0.0, kept_skew
+    rotation = 90 * int(order[0])
+    angle = a_rows if rotation in (0, 180) else a_cols
+    skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
+    return rotation, "upright" if rotation == 0 else "turned", margin, skew
 
 
 def analyse_image(image: Image.Image, *, blank: bool = True, rotate: bool = True, deskew: bool = True) -> ScanVerdict:
