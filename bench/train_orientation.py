@@ -19,8 +19,9 @@ sample_docs, bench/scan_prep.py's hard cases) is read: every page is made here w
 
 Each scan goes through scan preparation's own analysis (cleaned ink, skew on both axes, the estimator's fragments
 on each reading) and its patches are labelled by how far each reading is turned from upright; the 180-degree turn
-of every patch is added. A multilayer perceptron is fitted (Adam, cross-entropy), and the validation pages (another
-seed) are reported per patch and per page with the decision rule scan preparation uses.
+of every patch is added. A small CNN is fitted (Adam, cross-entropy), and the validation pages (another seed) are
+reported per page: both readings' patches summed, undecided under each margin (scan preparation reads the second
+axis only when the first leaves the page unclear).
 """
 
 from __future__ import annotations
