@@ -72,11 +72,10 @@ def _texts() -> tuple[list[str], list[str]]:
         mod = importlib.import_module(name)
         with warnings.catch_warnings():  # typing.io and typing.re warn when looked at
             warnings.simplefilter("ignore", DeprecationWarning)
-            members = [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
-        for obj in [mod, *members]:
-            doc = getattr(obj, "__doc__", None)
-            if isinstance(doc, str) and (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj)):
-                words += doc.split()
+            for obj in [mod, *(getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_"))]:
+                doc = getattr(obj, "__doc__", None)
+                if isinstance(doc, str) and (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismodule(obj)):
+                    words += doc.split()
         with contextlib.suppress(OSError, TypeError):
             code += [ln.rstrip() for ln in inspect.getsource(mod).splitlines() if ln.strip()]
     return words, code

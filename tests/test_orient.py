@@ -97,6 +97,7 @@ def _train_module():
     return mod
 
 
+@pytest.mark.slow
 def test_a_tiny_training_run_writes_weights_the_loader_reads(tmp_path: Path) -> None:
     train = _train_module()
     x, y, pages = train.dataset(3, seed=5, log=False)
