@@ -71,6 +71,7 @@ class ConvertOptions:
     workers: int | None = None  # Ray replicas (default: one per GPU of the cluster)
     worker_retries: int = 2  # times a page whose worker died is retried elsewhere before it is marked failed
     shard: tuple[int, int] | None = None  # (I, N): only documents whose path hash falls in shard I of N
+    cuda_graphs: bool = False  # decode steps replayed from CUDA graphs (engine speed only: same output)
 
     def __post_init__(self) -> None:
         modes = [m.value for m in MODE_ORDER]
