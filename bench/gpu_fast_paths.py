@@ -11,6 +11,9 @@
   (g) vision encoding on a side stream while decoding (``overlap=True``) versus in line, on a stream of
       Base pages arriving into a full batch: generated tok/s and pages/s.
 
+With --smoke the sizes are tiny (the script is only shown to run); --smoke-scale K multiplies them for a
+CPU measurement of the same comparisons (BENCHMARKS.md §8).
+
 Imports only torch and the project (no typer, rich, pymupdf).
 """
 
@@ -52,7 +55,8 @@ def _second_run(g: Any, model, device, reqs_fn, slots: int, **options) -> dict:
 
 def part_e(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
     """Decode tok/s, eager versus CUDA graphs (graph-shaped eager step on CPU)."""
-    slot_list, tokens = ([3], 5) if smoke else ([32, 128, 256], 200)
+    k = g.SMOKE_SCALE
+    slot_list, tokens = (([3] if k == 1 else [2, 5, 8]), 5 * k) if smoke else ([32, 128, 256], 200)
     graphs = "eager" if device.type != "cuda" else True
     for slots in slot_list:
         if time.monotonic() > deadline:
@@ -72,7 +76,7 @@ def part_e(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
 
 def part_f(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
     """Prefill tokens/s: padded SDPA, packed flex, packed varlen."""
-    pages = 3 if smoke else 48
+    pages = 3 * g.SMOKE_SCALE if smoke else 48
     kernels: list[tuple[str, dict]] = [("sdpa (padded)", {"prefill_attention": "sdpa"}),
                                        ("flex (packed)", {"prefill_attention": "flex"})]
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
@@ -102,8 +106,10 @@ def part_f(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
 
 def part_g(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
     """Side-stream vision encoding on/off under continuous arrivals."""
-    slots, pages = (3, 5) if smoke else (64, 192)
-    lengths = g.page_lengths(pages, seed=1, lo=3 if smoke else 20, hi=16 if smoke else 600, median=6 if smoke else 150)
+    k = g.SMOKE_SCALE
+    slots, pages = (3 + k - 1, 5 * k) if smoke else (64, 192)
+    lengths = g.page_lengths(pages, seed=1, lo=3 if smoke else 20, hi=16 * k if smoke else 600,
+                             median=6 * k if smoke else 150)
     reqs = lambda: g.make_requests(model, [Mode.BASE, Mode.GUNDAM, Mode.SMALL], lengths, smoke)  # noqa: E731
     out = {}
     for name, overlap in (("in line", False), ("side stream", True)):

@@ -164,24 +164,40 @@ class DecodeGraphs:
         self.replays += 1
         return out[:rows]
 
-    def _record(self, key: tuple[int, int], buf: _Static, g: int) -> bool:  # pragma: no cover - CUDA only
-        """Warm up, then capture the padded step for ``key``; False (after one warning) if capture fails."""
-        try:
-            side = torch.cuda.Stream(self.cache.device)
-            side.wait_stream(torch.cuda.current_stream(self.cache.device))
-            with torch.cuda.stream(side):
-                self._forward(buf, g)  # lazy initialisations (cuBLAS workspaces, kernels) outside the capture
-            torch.cuda.current_stream(self.cache.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                out = self._forward(buf, g)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any capture failure means eager decoding, never a failed run
-            self.capture, self.failed = False, True
-            log.warning("--cuda-graphs: capture failed (%s: %s); decoding eagerly",
-                        type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
-            return False
+    def _record(self, key: tuple[int, int], buf: _Static, g: int) -> bool:
+        """Warm up, then capture the padded step for ``key``; False (after one warning) if capture fails.
+
+        A first failure is retried once with the dense MoE dispatch (in case grouped GEMM is not
+        capture-safe on this build); a second one means eager decoding from now on.
+        """
+        for attempt in range(2):
+            try:
+                return self._capture(key, buf, g)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any capture failure means eager decoding, never a failed run
+                moes = [m for m in self.model.modules() if hasattr(m, "capture_path")]
+                if attempt == 0 and moes and any(m.capture_path != "dense" for m in moes):
+                    log.debug("capture failed (%s); retrying with the dense MoE dispatch", exc)
+                    for m in moes:
+                        m.capture_path = "dense"
+                    continue
+                self.capture, self.failed = False, True
+                log.warning("--cuda-graphs: capture failed (%s: %s); decoding eagerly",
+                            type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+        return False
+
+    def _capture(self, key: tuple[int, int], buf: _Static, g: int) -> bool:  # pragma: no cover - CUDA only
+        """Warm up on a side stream (cuBLAS workspaces, lazy kernels), then record the padded step."""
+        dev = self.cache.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            self._forward(buf, g)  # writes the same K/V the step writes: harmless to repeat
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._forward(buf, g)
         self._pool = graph.pool()
         self._graphs[key] = (graph, out)
         self.captured += 1

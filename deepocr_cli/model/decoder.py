@@ -182,6 +182,8 @@ class DeepOcrMoE(nn.Module):
         self._fused: _FusedExperts | None = None
         #: "auto" (grouped_mm on CUDA bf16 when fused), "grouped", "dense" or "loop"; tests force each path.
         self.backend = "auto"
+        #: dispatch while a CUDA graph is captured: None (grouped GEMM where it runs, else dense) or "dense"
+        self.capture_path: str | None = None
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -207,6 +209,8 @@ class DeepOcrMoE(nn.Module):
         """The expert dispatch for this call: "grouped", "dense" or "loop"."""
         grouped_ok = self._fused is not None and hasattr(torch, "_grouped_mm")
         if x.is_cuda and torch.cuda.is_current_stream_capturing():  # no host read of the counts
+            if self.capture_path is not None:
+                return self.capture_path
             auto = grouped_ok and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
             return "grouped" if auto or (grouped_ok and self.backend == "grouped") else "dense"
         if self.backend in ("loop", "dense"):

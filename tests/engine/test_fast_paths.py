@@ -131,6 +131,34 @@ def test_cuda_graphs_off_cuda_warn_once_and_decode_eagerly(engine, requests, ref
     assert got == reference
 
 
+def test_a_failed_capture_retries_with_dense_moe_then_decodes_eagerly(engine, requests, reference, caplog,
+                                                                      monkeypatch):
+    """Capture itself needs CUDA; what happens when it fails is plain Python: check it with a failing capture."""
+    from deepocr_cli.engine.graphs import DecodeGraphs
+
+    attempts = []
+
+    def failing_capture(self, key, buf, g):
+        attempts.append([m.capture_path for m in engine.model.modules() if hasattr(m, "capture_path")][0])
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(DecodeGraphs, "_capture", failing_capture)
+    sched = engine.scheduler(3, NGRAM, cuda_graphs="eager", prefill_attention="sdpa")
+    assert sched.graphs is not None
+    sched.graphs.capture = True  # as on CUDA
+    try:
+        with caplog.at_level(logging.WARNING, logger="deepocr_cli.engine.graphs"):
+            got = [d.token_ids for d in sched.run([engine.engine_request(r, 8192) for r in requests])]
+    finally:
+        for m in engine.model.modules():
+            if hasattr(m, "capture_path"):
+                m.capture_path = None
+    assert attempts == [None, "dense"]  # grouped-or-dense first, then dense, then give up
+    assert sched.graphs is None
+    assert [r.message.split(" (")[0] for r in caplog.records] == ["--cuda-graphs: capture failed"]
+    assert got == reference
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph capture needs a CUDA device")
 def test_captured_graphs_replay_the_same_tokens(random_checkpoint, tmp_path):  # pragma: no cover - CUDA only
     eng = load_engine(str(random_checkpoint), device="cuda", dtype="bfloat16")
