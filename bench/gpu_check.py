@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="(b) starts no new run after this many seconds, later parts a little later (default 200)")
     parser.add_argument("--parts", default="abefgcd", help="which parts to run (in this order)")
     parser.add_argument("--smoke-scale", type=int, default=1, help="with --smoke: (e)-(g) sizes times this")
+    parser.add_argument("--repeats", type=int, default=1, help="(e)-(g): timed runs per configuration (median)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001
             rep.fail("(b)", exc)
     this = sys.modules[__name__]  # the helpers (e)-(g) share with the parts above
-    this.SMOKE_SCALE = max(1, args.smoke_scale)
+    this.SMOKE_SCALE, this.REPEATS = max(1, args.smoke_scale), max(1, args.repeats)
     for name, part, late in (("e", part_e, 60), ("f", part_f, 110), ("g", part_g, 150)):
         if model is not None and name in args.parts:
             try:

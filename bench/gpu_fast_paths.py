@@ -2,12 +2,11 @@
 
   (e) decode: eager versus CUDA graphs (``cuda_graphs=True``) at a few slot counts, Base pages, a fixed
       number of generated tokens; generated tok/s of the decode steps, graphs captured, and whether the
-      tokens agree. Each configuration runs twice on one scheduler and the second run is timed, so graph
-      capture (and cuBLAS warm-up) is not in the figure. With --smoke (CPU) the graph-shaped step runs
+      tokens agree. Each configuration keeps one scheduler: a warm-up run, then --repeats timed runs taking
+      turns with the other configuration (medians), so graph capture and cuBLAS warm-up are not in the figure. With --smoke (CPU) the graph-shaped step runs
       eagerly (``cuda_graphs="eager"``): no speed-up to expect there, only the same tokens.
   (f) prefill: padded SDPA versus packed FlexAttention versus packed flash_attn varlen (when importable),
-      Gundam pages with one generated token: prefill tokens/s (second run timed: flex compiles on the
-      first). With --smoke the varlen row runs our packing with the SDPA stand-in (``sdpa_varlen``).
+      Gundam pages with one generated token: prefill tokens/s (after a warm-up run: flex compiles on it). With --smoke the varlen row runs our packing with the SDPA stand-in (``sdpa_varlen``).
   (g) vision encoding on a side stream while decoding (``overlap=True``) versus in line, on a stream of
       Base pages arriving into a full batch: generated tok/s and pages/s.
 
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import statistics
 import time
 from typing import Any
 
@@ -30,27 +30,43 @@ from deepocr_cli.engine.attention import sdpa_varlen
 from deepocr_cli.planning.modes import Mode
 
 
-def _second_run(g: Any, model, device, reqs_fn, slots: int, **options) -> dict:
-    """Run the workload twice on one scheduler; figures of the second run (first: warm-up, captures, compiles)."""
-    sched = g.scheduler(model, slots, **options)
-    first = sched.run(reqs_fn())
-    m0 = dict(sched.metrics.report())
-    g.sync(device)
-    t0 = time.perf_counter()
-    done = sched.run(reqs_fn())
-    g.sync(device)
-    wall = time.perf_counter() - t0
-    m1 = sched.metrics.report()
-    delta = {k: m1[k] - m0[k] for k in ("generated_tokens", "decode_s", "prefill_s", "prefill_tokens", "encode_s")}
-    tokens = sum(len(f.token_ids) for f in done)
-    graphs = getattr(sched, "graphs", None)
-    return {"wall_s": wall, "tok_s": tokens / wall, "pages_s": len(done) / wall,
-            "decode_tok_s": delta["generated_tokens"] / max(delta["decode_s"], 1e-9),
-            "prefill_tok_s": delta["prefill_tokens"] / max(delta["prefill_s"], 1e-9),
-            "ids": [f.token_ids for f in done], "first_ids": [f.token_ids for f in first],
-            "captured": getattr(graphs, "captured", 0), "replays": getattr(graphs, "replays", 0),
-            "graphs_failed": getattr(graphs, "failed", False) or (options.get("cuda_graphs") is True and graphs is None),
-            **{f"delta_{k}": v for k, v in delta.items()}}
+def _compare(g: Any, model, device, reqs_fn, slots: int, configs: dict[str, dict], repeats: int) -> dict[str, dict]:
+    """Each configuration on its own scheduler: one warm-up run (captures, compiles), then ``repeats`` timed runs,
+    the configurations taking turns so that a busy machine slows them alike; median figures per configuration."""
+    scheds = {name: g.scheduler(model, slots, **opts) for name, opts in configs.items()}
+    for sched in scheds.values():
+        sched.run(reqs_fn())
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, sched in scheds.items():
+            m0 = dict(sched.metrics.report())
+            g.sync(device)
+            t0 = time.perf_counter()
+            done = sched.run(reqs_fn())
+            g.sync(device)
+            wall = time.perf_counter() - t0
+            m1 = sched.metrics.report()
+            d = {k: m1[k] - m0[k] for k in ("generated_tokens", "decode_s", "prefill_s", "prefill_tokens")}
+            runs[name].append({"wall_s": wall, "tok_s": sum(len(f.token_ids) for f in done) / wall,
+                               "pages_s": len(done) / wall,
+                               "decode_tok_s": d["generated_tokens"] / max(d["decode_s"], 1e-9),
+                               "prefill_tok_s": d["prefill_tokens"] / max(d["prefill_s"], 1e-9),
+                               "prefill_tokens": d["prefill_tokens"], "prefill_s": d["prefill_s"],
+                               "ids": [f.token_ids for f in done]})
+    out = {}
+    for name, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "ids"}
+        graphs = getattr(scheds[name], "graphs", None)
+        wanted = configs[name].get("cuda_graphs") is True
+        out[name] = {**med, "ids": rs[-1]["ids"], "same_every_run": all(r["ids"] == rs[0]["ids"] for r in rs),
+                     "repeats": repeats, "captured": getattr(graphs, "captured", 0),
+                     "replays": getattr(graphs, "replays", 0),
+                     "graphs_failed": wanted and (graphs is None or graphs.failed)}
+    return out
+
+
+def _record(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k != "ids"}
 
 
 def part_e(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
@@ -58,20 +74,21 @@ def part_e(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
     k = g.SMOKE_SCALE
     slot_list, tokens = (([3] if k == 1 else [2, 5, 8]), 5 * k) if smoke else ([32, 128, 256], 200)
     graphs = "eager" if device.type != "cuda" else True
+    label = "graph-shaped (eager, CPU)" if graphs == "eager" else "CUDA graphs"
     for slots in slot_list:
         if time.monotonic() > deadline:
             rep.add("(e)", f"slots={slots}", "skipped: time budget spent")
             continue
         reqs = functools.partial(g.make_requests, model, [Mode.BASE], [tokens] * slots, smoke)
-        eager = _second_run(g, model, device, reqs, slots, ignore_eos=True)
-        graph = _second_run(g, model, device, reqs, slots, ignore_eos=True, cuda_graphs=graphs)
-        label = "graph-shaped (eager, CPU)" if graphs == "eager" else "CUDA graphs"
+        r = _compare(g, model, device, reqs, slots, {"eager": {"ignore_eos": True},
+                                                     label: {"ignore_eos": True, "cuda_graphs": graphs}}, g.REPEATS)
+        eager, graph = r["eager"], r[label]
         note = " CAPTURE FAILED, eager" if graph["graphs_failed"] else ""
         rep.add("(e)", f"decode base slots={slots} {tokens} tok/page: eager vs {label}",
                 f"{eager['decode_tok_s']:,.0f} vs {graph['decode_tok_s']:,.0f} tok/s in decode steps "
                 f"(x{graph['decode_tok_s'] / max(eager['decode_tok_s'], 1e-9):.2f}); graphs captured "
                 f"{graph['captured']}, replays {graph['replays']}{note}; {g.agreement(eager['ids'], graph['ids'])}",
-                {k: v for k, v in graph.items() if k not in ("ids", "first_ids")})
+                {"eager": _record(eager), "graphs": _record(graph)})
 
 
 def part_f(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
@@ -93,15 +110,17 @@ def part_f(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
             rep.add("(f)", name, "skipped: time budget spent")
             continue
         try:
-            r = results[name] = _second_run(g, model, device, reqs, pages if smoke else 16, ignore_eos=True, **opts)
+            r = results[name] = _compare(g, model, device, reqs, pages if smoke else 16,
+                                         {name: {"ignore_eos": True, **opts}}, g.REPEATS)[name]
         except Exception as exc:  # noqa: BLE001 - one kernel failing must not hide the others
             rep.fail("(f)", exc)
             continue
+        first = next(iter(results))
         rep.add("(f)", f"prefill {pages} pages (gundam/base/small) {name}",
-                f"{r['prefill_tok_s']:,.0f} prefill tok/s ({r['delta_prefill_tokens']:,} tokens in "
-                f"{r['delta_prefill_s']:.2f} s); first tokens vs {next(iter(results))}: "
-                f"{sum(a == b for a, b in zip(r['ids'], next(iter(results.values()))['ids'], strict=True))}/{pages} equal",
-                {k: v for k, v in r.items() if k not in ("ids", "first_ids")})
+                f"{r['prefill_tok_s']:,.0f} prefill tok/s ({r['prefill_tokens']:,.0f} tokens in "
+                f"{r['prefill_s']:.2f} s); first tokens vs {first}: "
+                f"{sum(a == b for a, b in zip(r['ids'], results[first]['ids'], strict=True))}/{pages} equal",
+                _record(r))
 
 
 def part_g(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
@@ -111,15 +130,14 @@ def part_g(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
     lengths = g.page_lengths(pages, seed=1, lo=3 if smoke else 20, hi=16 * k if smoke else 600,
                              median=6 * k if smoke else 150)
     reqs = lambda: g.make_requests(model, [Mode.BASE, Mode.GUNDAM, Mode.SMALL], lengths, smoke)  # noqa: E731
-    out = {}
-    for name, overlap in (("in line", False), ("side stream", True)):
-        if time.monotonic() > deadline:
-            rep.add("(g)", name, "skipped: time budget spent")
-            return
-        r = out[name] = _second_run(g, model, device, reqs, slots, ignore_eos=True, overlap=overlap)
+    if time.monotonic() > deadline:
+        rep.add("(g)", "encode on a side stream", "skipped: time budget spent")
+        return
+    out = _compare(g, model, device, reqs, slots, {"in line": {"ignore_eos": True},
+                                                   "side stream": {"ignore_eos": True, "overlap": True}}, g.REPEATS)
+    for name, r in out.items():
         rep.add("(g)", f"encode {name} slots={slots} pages={pages}",
-                f"{r['tok_s']:,.0f} tok/s, {r['pages_s']:.2f} pages/s, {r['wall_s']:.1f} s",
-                {k: v for k, v in r.items() if k not in ("ids", "first_ids")})
+                f"{r['tok_s']:,.0f} tok/s, {r['pages_s']:.2f} pages/s, {r['wall_s']:.1f} s", _record(r))
     a, b = out["in line"], out["side stream"]
     rep.add("(g)", "side stream / in line", f"pages/s x{b['pages_s'] / a['pages_s']:.2f}; outputs identical: "
             f"{a['ids'] == b['ids']}")

@@ -23,6 +23,7 @@ The MLP, MoE, norms and RoPE work per token, so the rest of the decoder runs on 
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from deepocr_cli.engine.kv_cache import PagedKVCache
+
+log = logging.getLogger(__name__)
 
 #: flash_attn_varlen_func's leading parameters: (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
 #: max_seqlen_k, ..., causal=...) with q [total_q, h, D], k and v [total_k, h, D]; returns [total_q, h, D].
@@ -71,14 +74,36 @@ def sdpa_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q:
     return out
 
 
-@functools.cache
-def _flex() -> Callable[..., torch.Tensor]:
-    """flex_attention, compiled on CUDA (the eager version materialises the scores: fine for tests only)."""
-    from torch.nn.attention.flex_attention import flex_attention
+class _Flex:
+    """flex_attention, compiled on CUDA; eager elsewhere, or after the compiled call failed once (warned).
 
-    if torch.cuda.is_available():  # pragma: no cover - CUDA only
-        return torch.compile(flex_attention, dynamic=True)
-    return flex_attention
+    The eager version materialises the scores ([h, total_q, total_k] per call): fine for tests and as a
+    fallback, not fast.
+    """
+
+    def __init__(self) -> None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        self.eager = flex_attention
+        self.compiled = torch.compile(flex_attention, dynamic=True) if torch.cuda.is_available() else None
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any) -> torch.Tensor:
+        if self.compiled is not None and q.is_cuda:  # pragma: no cover - CUDA only
+            try:
+                return self.compiled(q, k, v, block_mask=block_mask)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a compiler failure costs speed, never the run
+                log.warning("flex_attention did not compile (%s); running it eagerly", type(exc).__name__)
+                self.compiled = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return self.eager(q, k, v, block_mask=block_mask)
+
+
+@functools.cache
+def _flex() -> _Flex:
+    return _Flex()
 
 
 @dataclass
@@ -135,9 +160,7 @@ class PackedBatch:
 
             self._block_mask = create_block_mask(same_sequence_causal, None, None, q.shape[2], keys.shape[2],
                                                  device=str(q.device))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-            return _flex()(q, keys, values, block_mask=self._block_mask)
+        return _flex()(q, keys, values, block_mask=self._block_mask)
 
 
 def pack(cache: PagedKVCache, slots: list[int], cached: list[int], new: list[int], kernel: str,
