@@ -75,6 +75,9 @@ class DecodeGraphs:
         self.sizes = graph_sizes(slots)
         self.scratch_row = cache.reserve_block() * cache.block_size
         self._static: dict[int, _Static] = {}
+        # One logits buffer for every graph: each graph copies its result here, so the graphs' own
+        # outputs stay in the shared pool (reused by the next capture) instead of one [G, V] each.
+        self._logits: torch.Tensor | None = None
         self._graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
         self._pool: Any = None
         self.captured = self.replays = self.steps = self.padding_rows = 0
@@ -140,7 +143,10 @@ class DecodeGraphs:
         paged = PagedBatch(self.cache, buf.positions[:g], buf.valid[:g], None, buf.write_slots[:g],
                            part(buf.gather), part(buf.mask), part(buf.table), part(buf.seqlens), g, 1)
         embeds = self.model.token_embeddings(buf.tokens[:g, None])  # [g, 1, H]
-        return self.model.forward_logits(embeds, buf.positions[:g], buf.valid[:g], paged, last_index=buf.last[:g])
+        logits = self.model.forward_logits(embeds, buf.positions[:g], buf.valid[:g], paged, last_index=buf.last[:g])
+        if self._logits is None:
+            self._logits = torch.empty(self.sizes[-1], logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        return self._logits[:g].copy_(logits)
 
     def step(self, tokens: torch.Tensor, slots: list[int], cached: list[int]) -> torch.Tensor | None:
         """Logits [B, V] of one decode step for ``tokens`` [B] on ``slots`` after ``cached`` positions.

@@ -55,13 +55,15 @@ GPU_MEMORY_FRACTION = 0.9
 HOST_MEMORY_FRACTION = 0.25
 
 
-def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None) -> int:
+def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None,
+                    graphs: bool = False) -> int:
     """KV-cache bytes for ``model``: ``budget`` if given, else derived from free memory.
 
     On CUDA: (free * GPU_MEMORY_FRACTION - workspace) * layers / (layers + 2), where the workspace
     is the logits of a full decode step (3 * slots * vocab * 4 bytes) plus prefill activations, and
     the layers/(layers+2) factor leaves room for one layer's K/V gathered from the pages (and a
-    copy of it) when SDPA reads them. A device OOM later still only preempts (see ``_shrink``).
+    copy of it) when SDPA reads them. With ``graphs`` (CUDA graphs) one more logits buffer and the
+    graphs' pool (about one decode step's activations) are set aside: slots * vocab * 8 bytes more. A device OOM later still only preempts (see ``_shrink``).
     On the host: HOST_MEMORY_FRACTION of physical memory (the pool only grows as it is used).
     """
     if budget is not None:
@@ -71,7 +73,7 @@ def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | N
         free, _ = torch.cuda.mem_get_info(model.device)
         element = torch.tensor([], dtype=model.dtype).element_size()
         per_token = dec.hidden_size * (8 + 2 * dec.num_experts_per_tok) + 3 * dec.intermediate_size
-        workspace = 3 * slots * dec.vocab_size * 4 + prefill_tokens * per_token * element
+        workspace = (5 if graphs else 3) * slots * dec.vocab_size * 4 + prefill_tokens * per_token * element
         usable = max(0, int(free * GPU_MEMORY_FRACTION) - workspace)
         return usable * dec.num_hidden_layers // (dec.num_hidden_layers + 2)
     try:
@@ -137,7 +139,7 @@ class Scheduler:
             head_dim=dec.head_dim,
             dtype=model.dtype,
             device=model.device,
-            budget_bytes=kv_budget_bytes(model, slots, self.prefill_tokens, kv_budget),
+            budget_bytes=kv_budget_bytes(model, slots, self.prefill_tokens, kv_budget, graphs=cuda_graphs is True),
             slots=slots,
             max_positions=self.max_positions,
             block_size=block_size or (FLASH_BLOCK_SIZE if self.use_flash else DEFAULT_BLOCK_SIZE),
