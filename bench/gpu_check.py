@@ -19,8 +19,9 @@ random weights (no checkpoint, no tokenizer, no network). Parts:
   (e)-(g) live in bench/gpu_fast_paths.py (see there).
 
 A part that fails prints its error in the table and the others still run (exit status 1). Parts stop
-starting new configurations once their share of the time has passed: (b) after --budget-s seconds,
-(e) 60 s later, (f) 110 s, (g) 150 s, (c) 190 s later (defaults: 200 s; all parts end within ~7 min).
+starting new configurations once their share of the time has passed: (b) after --budget-s seconds
+(default 170), (e) 60 s later, (f) 100 s, (g) 140 s, (c) 170 s later; (c) skips its static run if it
+would end after --hard-stop-s (450 s), so that the whole check ends within 8 minutes.
 """
 
 from __future__ import annotations
@@ -261,8 +262,13 @@ def part_b(rep: Report, device: torch.device, smoke: bool, model, slot_list: lis
                     f"{r['wall_s']:.1f} s", {k: v for k, v in r.items() if k != "ids"})
 
 
-def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pages: int, deadline: float) -> None:
-    """Continuous vs static on long-tailed page lengths."""
+def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pages: int, deadline: float,
+           hard_stop: float = float("inf")) -> None:
+    """Continuous vs static on long-tailed page lengths.
+
+    The static run is skipped (with its estimated duration) when it would end after ``hard_stop``: its
+    decode steps are the sum of each batch's longest page, each costing about what a continuous step did.
+    """
     hi = 60 if smoke else 4000
     lengths = page_lengths(pages, seed=0, lo=3 if smoke else 20, hi=hi, median=12 if smoke else 300)
     reqs = make_requests(model, [Mode.TINY, Mode.SMALL, Mode.BASE], lengths, smoke)
@@ -271,6 +277,13 @@ def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pa
         if time.monotonic() > deadline:
             rep.add("(c)", name, "skipped: time budget spent")
             return
+        if static:
+            c = results["continuous"]
+            steps = sum(max(lengths[i : i + slots]) for i in range(0, len(lengths), slots))
+            guess = c["wall_s"] * steps / max(c["engine_decode_steps"], 1)
+            if time.monotonic() + guess > hard_stop:
+                rep.add("(c)", name, f"skipped: would take ~{guess:.0f} s ({steps:,} steps), past the time limit")
+                return
         results[name] = r = timed_run(model, device, reqs, slots, static=static, ignore_eos=True)
         rep.add("(c)", f"{name} slots={slots} pages={pages} lengths {min(lengths)}..{max(lengths)}",
                 f"{r['tok_s']:,.0f} tok/s, {r['pages_s']:.2f} pages/s, occupancy {r['engine_slot_occupancy']:.0%} "
@@ -328,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="abefgcd", help="which parts to run (in this order)")
     parser.add_argument("--smoke-scale", type=int, default=1, help="with --smoke: (e)-(g) sizes times this")
     parser.add_argument("--repeats", type=int, default=1, help="(e)-(g): timed runs per configuration (median)")
+    parser.add_argument("--hard-stop-s", type=float, default=450,
+                        help="(c) skips its static run if it would end after this many seconds (default 450)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -342,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed_slots = args.mixed_slots or (4 if smoke else 128)
     mixed_pages = args.mixed_pages or (10 if smoke else 256)
     start = time.monotonic()
-    deadline = start + (args.budget_s or (100 if smoke else 200))
+    deadline = start + (args.budget_s or (100 if smoke else 170))
     rep = Report()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"deepocr gpu_check: {gpu}; torch {torch.__version__}; "
@@ -367,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             rep.fail("(b)", exc)
     this = sys.modules[__name__]  # the helpers (e)-(g) share with the parts above
     this.SMOKE_SCALE, this.REPEATS = max(1, args.smoke_scale), max(1, args.repeats)
-    for name, part, late in (("e", part_e, 60), ("f", part_f, 110), ("g", part_g, 150)):
+    for name, part, late in (("e", part_e, 60), ("f", part_f, 100), ("g", part_g, 140)):
         if model is not None and name in args.parts:
             try:
                 part(this, rep, device, smoke, model, deadline + late)
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 rep.fail(f"({name})", exc)
     if model is not None and "c" in args.parts:
         try:
-            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 190)
+            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 170, start + args.hard_stop_s)
         except Exception as exc:  # noqa: BLE001
             rep.fail("(c)", exc)
     del model

@@ -126,9 +126,9 @@ def part_f(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline:
 def part_g(g: Any, rep: Any, device: torch.device, smoke: bool, model, deadline: float) -> None:
     """Side-stream vision encoding on/off under continuous arrivals."""
     k = g.SMOKE_SCALE
-    slots, pages = (3 + k - 1, 5 * k) if smoke else (64, 192)
-    lengths = g.page_lengths(pages, seed=1, lo=3 if smoke else 20, hi=16 * k if smoke else 600,
-                             median=6 * k if smoke else 150)
+    slots, pages = (3 + k - 1, 5 * k) if smoke else (64, 128)
+    lengths = g.page_lengths(pages, seed=1, lo=3 if smoke else 20, hi=16 * k if smoke else 500,
+                             median=6 * k if smoke else 120)
     reqs = lambda: g.make_requests(model, [Mode.BASE, Mode.GUNDAM, Mode.SMALL], lengths, smoke)  # noqa: E731
     if time.monotonic() > deadline:
         rep.add("(g)", "encode on a side stream", "skipped: time budget spent")
