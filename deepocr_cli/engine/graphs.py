@@ -202,7 +202,8 @@ class DecodeGraphs:
             self._forward(buf, g)  # writes the same K/V the step writes: harmless to repeat
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: the page-preparation threads may pin host memory (a CUDA call) meanwhile
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = self._forward(buf, g)
         self._pool = graph.pool()
         self._graphs[key] = (graph, out)
