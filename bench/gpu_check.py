@@ -174,10 +174,11 @@ def part_a(rep: Report, device: torch.device, smoke: bool) -> None:
         reqs = make_requests(model, modes, [tokens] * pages, smoke)
         out[name] = [f.token_ids for f in scheduler(model, 8, ignore_eos=True, **opts).run(reqs)]
     rep.add("(a)", f"bf16 vs fp32, tiny random model, {pages} pages x {tokens} tokens", agreement(out["fp32"], out["bf16"]))
-    try:
-        rep.add("(a)", "host syncs per decode step (goal: 1)", count_syncs(bf16, device, smoke))
-    except Exception as exc:  # noqa: BLE001 - a debugging aid must not hide the rest of (a)
-        rep.fail("(a)", exc)
+    for label, opts in (("", {}), (", --cuda-graphs", {"cuda_graphs": True})):
+        try:
+            rep.add("(a)", f"host syncs per decode step{label} (goal: 1)", count_syncs(bf16, device, smoke, **opts))
+        except Exception as exc:  # noqa: BLE001 - a debugging aid must not hide the rest of (a)
+            rep.fail("(a)", exc)
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         reqs = make_requests(bf16, modes, [tokens] * pages, smoke)
         flash = [f.token_ids for f in scheduler(bf16, 8, ignore_eos=True, attention="flash").run(reqs)]
@@ -186,11 +187,11 @@ def part_a(rep: Report, device: torch.device, smoke: bool) -> None:
         rep.add("(a)", "flash_attn vs SDPA decode", "skipped: flash_attn not importable (SDPA is used)")
 
 
-def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5) -> str:
+def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5, **options) -> str:
     """Synchronizing CUDA calls per steady decode step, as torch's sync debug mode reports them."""
     import warnings
 
-    sched = scheduler(model, 4, ignore_eos=True)
+    sched = scheduler(model, 4, ignore_eos=True, **options)
     for r in make_requests(model, [Mode.TINY], [10_000] * 4, smoke):
         sched.add(r)
     while sched.waiting or any(not s.decoding for s in sched.running):  # until all four decode
@@ -198,6 +199,7 @@ def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5) -> str
     if device.type != "cuda":
         sched.step()
         return "skipped: CUDA only (the steps ran)"
+    sched.step()  # with --cuda-graphs: the 4-row graph is captured here, not in the steps counted
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
