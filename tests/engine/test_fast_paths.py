@@ -278,3 +278,30 @@ def test_pinned_pixels_are_a_no_op_without_cuda_and_keep_every_token(engine, req
         r.max_new_tokens = cap
     got = [r.token_ids for r in engine.generate(repeat, batch_size=3, ngram=NGRAM, prefill_attention="sdpa")]
     assert got == reference
+
+
+def test_flash_layout_static_buffers_point_padding_rows_at_the_scratch_block():
+    """The block-table form of the static buffers (flash_attn's paged kernel; the kernel itself needs CUDA)."""
+    from deepocr_cli.engine.graphs import DecodeGraphs
+    from deepocr_cli.engine.kv_cache import PagedBatch
+
+    cache = PagedKVCache(num_layers=1, kv_heads=2, head_dim=8, dtype=torch.float32, device=torch.device("cpu"),
+                         budget_bytes=16 * 256 * 2 * 2 * 8 * 4, slots=6, max_positions=2048, block_size=256)
+    graphs = DecodeGraphs(None, cache, 6, capture=False, flash=True)
+    scratch_block = graphs.scratch_row // 256
+    assert cache.used_blocks == 1 and graphs._span([5, 700]) == 0  # flash: one buffer set, any length
+    for slot, n in ((0, 300), (3, 40), (5, 600)):
+        assert cache.grow(slot, n + 1)
+        assert scratch_block not in cache.tables[slot, : cache.blocks_for(n + 1)].tolist()
+    slots, cached = [0, 3, 5], [300, 40, 600]
+    table = cache.tables.index_select(0, torch.tensor(slots))[:, :3]
+    paged = PagedBatch(cache, torch.tensor(cached)[:, None], torch.ones(3, 1, dtype=torch.bool), None,
+                       torch.zeros(3, dtype=torch.long), None, None, table, torch.tensor(cached, dtype=torch.int32), 3, 1)
+    buf = graphs._buffers(0)
+    graphs._fill(buf, 3, torch.tensor([7, 8, 9]), paged)
+    assert graphs.size_for(3) == 4
+    assert buf.tokens[:4].tolist() == [7, 8, 9, 0] and buf.positions[:4, 0].tolist() == [300, 40, 600, 0]
+    assert buf.seqlens[:4].tolist() == [300, 40, 600, 0]  # a padding row has nothing cached: writes position 0
+    assert torch.equal(buf.table[:3, :3], table) and bool((buf.table[:3, 3:] == scratch_block).all())
+    assert bool((buf.table[3:] == scratch_block).all())  # ... of the scratch block, and reads only that
+    assert buf.write_slots[3:].tolist() == [graphs.scratch_row] * 3
