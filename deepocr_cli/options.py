@@ -72,6 +72,7 @@ class ConvertOptions:
     worker_retries: int = 2  # times a page whose worker died is retried elsewhere before it is marked failed
     worker_timeout: float | None = None  # seconds per page a worker may hold a batch before it is killed as hung
     shard: tuple[int, int] | None = None  # (I, N): only documents whose path hash falls in shard I of N
+    cuda_graphs: bool = False  # decode steps replayed from CUDA graphs (engine speed only: same output)
 
     def __post_init__(self) -> None:
         modes = [m.value for m in MODE_ORDER]

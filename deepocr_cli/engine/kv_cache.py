@@ -118,6 +118,16 @@ class PagedKVCache:
         self.peak_blocks = max(self.peak_blocks, self._used)
         return True
 
+    def reserve_block(self) -> int:
+        """Take one block out of the budget for good (the scratch block padded decode rows write to)."""
+        if self.free_blocks < 1:
+            raise ValueError("the KV budget has no block to spare")
+        if not self._free:
+            self._resize(min(self.max_blocks, self._capacity + 1))
+        self._used += 1  # held by no slot, never released
+        self.peak_blocks = max(self.peak_blocks, self._used)
+        return self._free.pop()
+
     def release(self, slot: int) -> None:
         """Return the slot's blocks to the pool."""
         self._free.extend(reversed(self._owned[slot]))

@@ -71,11 +71,14 @@ class Engine:
     Attributes:
         base: the model-side engine.
         metrics: scheduler counters summed over every generate() call.
+        options: scheduler options every scheduler of this engine gets (cuda_graphs, overlap,
+            prefill_attention, ...); a call's own options override them.
     """
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, **options: Any) -> None:
         self.base = base
         self.metrics = EngineMetrics()
+        self.options = options
 
     def __getattr__(self, name: str) -> Any:
         if name == "base":  # not set yet (copy/pickle): no recursion
@@ -116,7 +119,7 @@ class Engine:
             ngram=blocker,
             ignore_eos=ignore_eos,
             static=static,
-            **{"kv_budget": self.memory_budget_bytes, **options},
+            **{"kv_budget": self.memory_budget_bytes, **self.options, **options},
         )
 
     def engine_request(self, request: PreparedRequest, max_new_tokens: int) -> EngineRequest:
@@ -192,8 +195,17 @@ class Engine:
         return results
 
 
-def load_engine(*args: Any, **kwargs: Any) -> Engine:
-    """Load a checkpoint with :func:`deepocr_cli.model.engine.load_engine` (same arguments) and add generation."""
+def load_engine(*args: Any, cuda_graphs: bool = False, overlap: bool = False, prefill_attention: str = "auto",
+                **kwargs: Any) -> Engine:
+    """Load a checkpoint with :func:`deepocr_cli.model.engine.load_engine` (same arguments) and add generation.
+
+    Args:
+        cuda_graphs: decode from CUDA graphs (``--cuda-graphs``; eager with a warning off CUDA).
+        overlap: encode new pages on a side CUDA stream while the running batch decodes.
+        prefill_attention: "auto" (flash_attn varlen when importable on CUDA, else SDPA), "sdpa",
+            "flex" or "varlen" (see :class:`Scheduler`).
+    """
     from deepocr_cli.model.engine import load_engine as load_model_engine
 
-    return Engine(load_model_engine(*args, **kwargs))
+    return Engine(load_model_engine(*args, **kwargs), cuda_graphs=cuda_graphs, overlap=overlap,
+                  prefill_attention=prefill_attention)

@@ -13,8 +13,14 @@ One :class:`Scheduler` step does, in order:
    gives the same next token as decoding on would have).
 
 Each token choice is greedy after the windowed n-gram ban and costs one host sync (the chosen ids).
-The model is used through a small interface (``encode_images``, ``embed``, ``token_embeddings``,
+The model is used through a small interface (``encode_images``, ``token_embeddings``,
 ``forward_logits``, ``config.decoder``), so any checkpoint family with that interface plugs in.
+
+Options for CUDA (each runs on CPU too, where the tests check that it changes no token):
+``cuda_graphs`` replays the decode step from CUDA graphs (:mod:`.graphs`), ``prefill_attention``
+packs prefill chunks without padding for flash_attn's varlen kernel or FlexAttention
+(:mod:`.attention`), and ``overlap`` encodes new pages on a side stream while the batch decodes
+(:mod:`.staging`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Any
 
 import torch
 
+from deepocr_cli.engine.attention import PREFILL_KERNELS, VarlenFn, flash_attn_varlen, pack
+from deepocr_cli.engine.graphs import DecodeGraphs
 from deepocr_cli.engine.kv_cache import (
     DEFAULT_BLOCK_SIZE,
     FLASH_BLOCK_SIZE,
@@ -36,6 +44,7 @@ from deepocr_cli.engine.kv_cache import (
 from deepocr_cli.engine.metrics import EngineMetrics
 from deepocr_cli.engine.ngram import NGramBlocker
 from deepocr_cli.engine.sequence import EngineRequest, FinishedSequence, Sequence
+from deepocr_cli.engine.staging import VisionStager
 from deepocr_cli.errors import OutOfResourcesError
 
 log = logging.getLogger(__name__)
@@ -46,13 +55,15 @@ GPU_MEMORY_FRACTION = 0.9
 HOST_MEMORY_FRACTION = 0.25
 
 
-def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None) -> int:
+def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | None = None,
+                    graphs: bool = False) -> int:
     """KV-cache bytes for ``model``: ``budget`` if given, else derived from free memory.
 
     On CUDA: (free * GPU_MEMORY_FRACTION - workspace) * layers / (layers + 2), where the workspace
     is the logits of a full decode step (3 * slots * vocab * 4 bytes) plus prefill activations, and
     the layers/(layers+2) factor leaves room for one layer's K/V gathered from the pages (and a
-    copy of it) when SDPA reads them. A device OOM later still only preempts (see ``_shrink``).
+    copy of it) when SDPA reads them. With ``graphs`` (CUDA graphs) one more logits buffer and the
+    graphs' pool (about one decode step's activations) are set aside: slots * vocab * 8 bytes more. A device OOM later still only preempts (see ``_shrink``).
     On the host: HOST_MEMORY_FRACTION of physical memory (the pool only grows as it is used).
     """
     if budget is not None:
@@ -62,7 +73,7 @@ def kv_budget_bytes(model: Any, slots: int, prefill_tokens: int, budget: int | N
         free, _ = torch.cuda.mem_get_info(model.device)
         element = torch.tensor([], dtype=model.dtype).element_size()
         per_token = dec.hidden_size * (8 + 2 * dec.num_experts_per_tok) + 3 * dec.intermediate_size
-        workspace = 3 * slots * dec.vocab_size * 4 + prefill_tokens * per_token * element
+        workspace = (5 if graphs else 3) * slots * dec.vocab_size * 4 + prefill_tokens * per_token * element
         usable = max(0, int(free * GPU_MEMORY_FRACTION) - workspace)
         return usable * dec.num_hidden_layers // (dec.num_hidden_layers + 2)
     try:
@@ -95,9 +106,15 @@ class Scheduler:
         ignore_eos: bool = False,
         static: bool = False,
         attention: str = "auto",
+        prefill_attention: str = "auto",
+        varlen: VarlenFn | None = None,
+        cuda_graphs: bool | str = False,
+        overlap: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
+        if prefill_attention not in PREFILL_KERNELS:
+            raise ValueError(f"prefill_attention must be one of {', '.join(PREFILL_KERNELS)}, got {prefill_attention!r}")
         self.model = model
         self.image_token_id, self.eos_token_id = image_token_id, eos_token_id
         self.slots, self.ngram, self.ignore_eos, self.static = slots, ngram, ignore_eos, static
@@ -107,6 +124,13 @@ class Scheduler:
         self.use_flash = attention in ("auto", "flash") and cuda and half and flash_attn_with_kvcache() is not None
         if attention == "flash" and not self.use_flash:
             raise ValueError("attention='flash' needs CUDA, bf16/fp16 and the flash_attn package")
+        # Packed prefill: flash_attn's varlen kernel (or a stand-in of its signature), or FlexAttention.
+        self.varlen = varlen or (flash_attn_varlen() if cuda and half and attention != "sdpa" else None)
+        if prefill_attention == "auto":
+            prefill_attention = "varlen" if self.varlen is not None else "sdpa"
+        if prefill_attention == "varlen" and self.varlen is None:
+            raise ValueError("prefill_attention='varlen' needs CUDA, bf16/fp16 and the flash_attn package")
+        self.prefill_kernel = prefill_attention
         self.prefill_tokens = prefill_tokens or (8192 if cuda else 2048)
         self.max_positions = dec.max_position_embeddings
         self.cache = PagedKVCache(
@@ -115,11 +139,18 @@ class Scheduler:
             head_dim=dec.head_dim,
             dtype=model.dtype,
             device=model.device,
-            budget_bytes=kv_budget_bytes(model, slots, self.prefill_tokens, kv_budget),
+            budget_bytes=kv_budget_bytes(model, slots, self.prefill_tokens, kv_budget, graphs=cuda_graphs is True),
             slots=slots,
             max_positions=self.max_positions,
             block_size=block_size or (FLASH_BLOCK_SIZE if self.use_flash else DEFAULT_BLOCK_SIZE),
         )
+        self.graphs: DecodeGraphs | None = None
+        if cuda_graphs and (cuda or cuda_graphs == "eager"):  # "eager": the padded static-buffer step, no capture
+            self.graphs = DecodeGraphs(model, self.cache, slots, capture=cuda_graphs != "eager", flash=self.use_flash)
+        elif cuda_graphs:
+            log.warning("--cuda-graphs: no CUDA device (%s); decoding eagerly", model.device)
+        self.overlap = overlap
+        self.stager = VisionStager(model, image_token_id, overlap)
         self.metrics = EngineMetrics(slots=slots, kv_budget_bytes=self.cache.max_blocks * self.cache.block_bytes)
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
@@ -155,7 +186,9 @@ class Scheduler:
             ran = list(self.running)
             t1 = time.perf_counter()
             self.metrics.encode_s += t1 - t0
-            for phase, counter in ((self._prefill, "prefill_s"), (self._decode, "decode_s")):
+            phases = [(self._prefill, "prefill_s"), (self._decode, "decode_s")]
+            # Overlap: decode the running batch while the new pages' encoding runs on the side stream.
+            for phase, counter in reversed(phases) if self.overlap else phases:
                 while True:
                     try:
                         phase(done)
@@ -221,37 +254,14 @@ class Scheduler:
             admitted.append(seq)
             pending += seq.context
         if admitted:
-            self._embed(admitted)
-
-    def _embed(self, seqs: list[Sequence]) -> None:
-        """Input embeddings [context, H] of newly admitted sequences (images encoded together)."""
-        with_image = [s for s in seqs if s.request.image is not None]
-        encoded = self._encode([s.request.image for s in with_image]) if with_image else []
-        vision = {id(s): e for s, e in zip(with_image, encoded, strict=True)}
-        device = self.model.device
-        for s in seqs:
-            ids = torch.tensor([*s.request.prompt_ids, *s.generated], dtype=torch.long, device=device)
-            s.embeds = self.model.embed(ids[None], self.image_token_id, [vision.get(id(s))])[0]
-            if s.generated:
-                self.metrics.recomputed_tokens += len(ids)
-
-    def _encode(self, images: list[Any]) -> list[torch.Tensor]:
-        """Vision embeddings of ``images``; on a device OOM, in halves (down to one image)."""
-        try:
-            return self.model.encode_images(images)
-        except torch.OutOfMemoryError:
-            if self.model.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(images) == 1:
-                raise OutOfResourcesError("out of memory encoding a single image; use a smaller mode") from None
-            half = len(images) // 2
-            return self._encode(images[:half]) + self._encode(images[half:])
+            self.metrics.recomputed_tokens += self.stager.embed(admitted)
 
     def _preempt(self, seq: Sequence) -> None:
         self.cache.release(seq.slot)
         self._free_slots.append(seq.slot)
         self.running.remove(seq)
         seq.slot, seq.cached, seq.embeds = -1, 0, None
+        self.stager.forget(seq)
         seq.preemptions += 1
         self.metrics.preemptions += 1
         self.waiting.appendleft(seq)
@@ -276,6 +286,7 @@ class Scheduler:
             self.running.remove(seq)
             seq.slot = -1
         seq.embeds = None
+        self.stager.forget(seq)
         return FinishedSequence(
             seq.index, seq.request, seq.generated, eos, seq.first_top5 or [], seq.preemptions, seq.seconds, error
         )
@@ -285,21 +296,30 @@ class Scheduler:
     def _prefill(self, done: list[FinishedSequence]) -> None:
         budget = self.prefill_tokens
         rows: list[tuple[Sequence, int]] = []
+        # With overlap, pages still encoding on the side stream wait for a later step while others decode.
+        busy = self.overlap and any(s.decoding for s in self.running)
         for s in sorted(self.running, key=lambda s: s.admitted):
-            if s.embeds is None or budget <= 0:
+            if s.embeds is None or budget <= 0 or (busy and not self.stager.ready(s)):
                 continue
             n = min(s.context - s.cached, budget)
             rows.append((s, n))
             budget -= n
         if not rows:
             return
-        paged = self.cache.batch([s.slot for s, _ in rows], [s.cached for s, _ in rows], [n for _, n in rows])
-        hidden = rows[0][0].embeds.shape[-1]
-        embeds = torch.zeros(len(rows), paged.width, hidden, dtype=self.model.dtype, device=self.model.device)
-        for i, (s, n) in enumerate(rows):
-            embeds[i, :n] = s.embeds[s.cached : s.cached + n]
-        last = torch.tensor([n - 1 for _, n in rows], device=self.model.device)
-        logits = self.model.forward_logits(embeds, paged.positions, paged.valid, paged, last_index=last)
+        self.stager.wait([s for s, _ in rows])
+        slots, cached, new = [s.slot for s, _ in rows], [s.cached for s, _ in rows], [n for _, n in rows]
+        if self.prefill_kernel != "sdpa":  # packed: no padding
+            packed = pack(self.cache, slots, cached, new, self.prefill_kernel, self.varlen)
+            embeds = torch.cat([s.embeds[s.cached : s.cached + n] for s, n in rows])[None]  # [1, total, H]
+            logits = self.model.forward_logits(embeds, packed.positions, packed.valid, packed, last_index=packed.last)
+        else:
+            paged = self.cache.batch(slots, cached, new)
+            hidden = rows[0][0].embeds.shape[-1]
+            embeds = torch.zeros(len(rows), paged.width, hidden, dtype=self.model.dtype, device=self.model.device)
+            for i, (s, n) in enumerate(rows):
+                embeds[i, :n] = s.embeds[s.cached : s.cached + n]
+            last = torch.tensor([n - 1 for _, n in rows], device=self.model.device)
+            logits = self.model.forward_logits(embeds, paged.positions, paged.valid, paged, last_index=last)
         complete = []
         for i, (s, n) in enumerate(rows):
             s.cached += n
@@ -323,12 +343,15 @@ class Scheduler:
         if not rows:
             return
         device = self.model.device
-        paged = self.cache.batch([s.slot for s in rows], [s.cached for s in rows], [1] * len(rows),
-                                 use_flash=self.use_flash)
+        slots, cached = [s.slot for s in rows], [s.cached for s in rows]
         tokens = torch.tensor([s.generated[-1] for s in rows], dtype=torch.long).to(device, non_blocking=True)
-        embeds = self.model.token_embeddings(tokens[:, None])  # [B, 1, H]
-        zero = torch.zeros(len(rows), dtype=torch.long, device=device)
-        logits = self.model.forward_logits(embeds, paged.positions, paged.valid, paged, last_index=zero)
+        logits = self.graphs.step(tokens, slots, cached) if self.graphs is not None else None
+        if logits is None:
+            self.graphs = None  # off, or a capture failed (warned once): eager from now on
+            paged = self.cache.batch(slots, cached, [1] * len(rows), use_flash=self.use_flash)
+            embeds = self.model.token_embeddings(tokens[:, None])  # [B, 1, H]
+            zero = torch.zeros(len(rows), dtype=torch.long, device=device)
+            logits = self.model.forward_logits(embeds, paged.positions, paged.valid, paged, last_index=zero)
         for s in rows:
             s.cached += 1
         m = self.metrics

@@ -161,6 +161,9 @@ class DeepOcrMoE(nn.Module):
     on its contiguous slice, and weighted outputs are summed back with ``index_add_``. After
     :meth:`fuse` the experts' weights live in two stacked tensors; on CUDA with bf16 this enables
     ``torch._grouped_mm`` (one kernel per projection, no host sync on the per-expert counts).
+    While a CUDA graph is being captured the forward never reads the counts on the host: grouped
+    GEMM where it runs, else ``dense`` (every expert on every token, weights zero off the top-k:
+    more FLOPs, the same weight reads as soon as a decode batch touches every expert).
     """
 
     def __init__(self, cfg: DecoderConfig) -> None:
@@ -177,8 +180,10 @@ class DeepOcrMoE(nn.Module):
             else None
         )
         self._fused: _FusedExperts | None = None
-        #: "auto" (grouped_mm on CUDA bf16 when fused), "grouped" or "loop"; tests force each path.
+        #: "auto" (grouped_mm on CUDA bf16 when fused), "grouped", "dense" or "loop"; tests force each path.
         self.backend = "auto"
+        #: dispatch while a CUDA graph is captured: None (grouped GEMM where it runs, else dense) or "dense"
+        self.capture_path: str | None = None
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -200,25 +205,40 @@ class DeepOcrMoE(nn.Module):
             e.down_proj.weight = nn.Parameter(down[i], requires_grad=False)
         self._fused = _FusedExperts(gate_up, down)
 
-    def _use_grouped(self, x: torch.Tensor) -> bool:
-        if self._fused is None or not hasattr(torch, "_grouped_mm") or self.backend == "loop":
-            return False
+    def _path(self, x: torch.Tensor) -> str:
+        """The expert dispatch for this call: "grouped", "dense" or "loop"."""
+        grouped_ok = self._fused is not None and hasattr(torch, "_grouped_mm")
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():  # no host read of the counts
+            if self.capture_path is not None:
+                return self.capture_path
+            auto = grouped_ok and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+            return "grouped" if auto or (grouped_ok and self.backend == "grouped") else "dense"
+        if self.backend in ("loop", "dense"):
+            return self.backend
+        if not grouped_ok:
+            return "loop"
         if self.backend == "grouped":
-            return True
-        return x.is_cuda and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+            return "grouped"
+        cuda_bf16 = x.is_cuda and x.dtype == torch.bfloat16
+        return "grouped" if cuda_bf16 and torch.cuda.get_device_capability(x.device)[0] >= 9 else "loop"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L, H] -> [B, L, H]."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # [T, H]
         ids, weights = self.gate(flat)  # [T, k] each
+        path = self._path(flat)
+        if path == "dense":
+            y = self._dense(flat, ids, weights).to(x.dtype).view(shape)
+            return y + self.shared_experts(x) if self.shared_experts is not None else y
         flat_ids = ids.reshape(-1)  # [T*k]
         order = flat_ids.argsort(stable=True)  # pairs grouped by expert
         token_of = order // self.top_k  # [T*k] source token of each sorted pair
         sorted_x = flat.index_select(0, token_of)  # [T*k, H]
-        counts = torch.bincount(flat_ids, minlength=self.num_experts)  # [E]
-        grouped = self._use_grouped(flat)
-        out = self._grouped(sorted_x, counts) if grouped else self._loop(sorted_x, counts)  # [T*k, H]
+        # Counted with a scatter, not bincount: CUDA's bincount reads the largest id on the host.
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=flat.device)
+        counts.index_add_(0, flat_ids, torch.ones_like(flat_ids))  # [E]
+        out = self._grouped(sorted_x, counts) if path == "grouped" else self._loop(sorted_x, counts)  # [T*k, H]
         # Weighted sum in fp32 like the reference (weights are fp32 softmax probabilities).
         contrib = out.float() * weights.reshape(-1).index_select(0, order)[:, None]
         routed = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
@@ -237,6 +257,20 @@ class DeepOcrMoE(nn.Module):
                 out[start : start + n] = self.experts[e](sorted_x[start : start + n])
                 start += n
         return out
+
+    def _dense(self, flat: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Every expert on every token, summed with the router weights (zero off the top-k): fp32 [T, H]."""
+        if self._fused is None:
+            self.fuse()
+        fused = self._fused
+        if fused is None:  # meta weights: nothing to compute with
+            raise RuntimeError("experts are not materialised")
+        dense_w = torch.zeros(flat.shape[0], self.num_experts, dtype=torch.float32, device=flat.device)
+        dense_w.scatter_(1, ids, weights)  # [T, E]
+        gu = torch.matmul(flat[None], fused.gate_up.transpose(1, 2))  # [E, T, 2I]
+        g, u = gu.chunk(2, dim=-1)
+        out = torch.bmm(F.silu(g) * u, fused.down.transpose(1, 2))  # [E, T, H]
+        return (out.float() * dense_w.t()[:, :, None]).sum(dim=0)  # [T, H]
 
     def _grouped(self, sorted_x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Two grouped GEMMs over all experts; offsets stay on the device."""

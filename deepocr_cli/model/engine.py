@@ -14,7 +14,7 @@ from PIL import Image
 
 from deepocr_cli import prompts
 from deepocr_cli.errors import UsageError
-from deepocr_cli.model.image_processing import PreparedImage
+from deepocr_cli.model.image_processing import PreparedImage, pinned
 from deepocr_cli.model.loading import DEFAULT_MODEL, LoadedCheckpoint, family_of_config, load_checkpoint
 from deepocr_cli.planning.modes import DEFAULT_MAX_TILES, DEFAULT_MIN_TILES, Mode
 
@@ -83,6 +83,7 @@ class OcrEngine:
         device: device of the weights.
         dtype: compute dtype.
         memory_budget_bytes: KV-cache budget for the generation engine (None: from free memory).
+        pin_memory: prepared pixels go to page-locked host memory (on CUDA: copied with ``non_blocking``).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class OcrEngine:
         self.memory_budget_bytes = memory_budget_bytes
         #: page geometry and token counts of the loaded model (DeepSeek-OCR or DeepSeek-OCR-2)
         self.family = family_of_config(checkpoint.config)
+        self.pin_memory = self.device.type == "cuda"
 
     # ----- preparation (CPU only) -----
 
@@ -124,6 +126,8 @@ class OcrEngine:
     ) -> PreparedRequest:
         """Preprocess one image and build its prompt ids (CPU only; safe to call from worker threads)."""
         prepared = self.model.prepare_image(image, Mode(mode), min_tiles, max_tiles)  # per model family
+        if self.pin_memory:
+            prepared = pinned(prepared)
         return PreparedRequest(prepared, self.prompt_ids(prompt, prepared.num_embeddings), tag)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -65,6 +66,19 @@ class PreparedImage:
     global_view: torch.Tensor
     tiles: torch.Tensor | None
     num_embeddings: int
+
+
+def pinned(image: PreparedImage) -> PreparedImage:
+    """The same image with its pixel tensors in page-locked host memory (CUDA builds with a device only).
+
+    Preparation runs on CPU worker threads; pinned pixels then reach the GPU with ``non_blocking``
+    copies that neither wait for the host nor make the host wait. Without a usable CUDA device the
+    image is returned as is.
+    """
+    if not torch.cuda.is_available():
+        return image
+    tiles = None if image.tiles is None else image.tiles.pin_memory()
+    return dataclasses.replace(image, global_view=image.global_view.pin_memory(), tiles=tiles)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -157,10 +157,11 @@ def _encode_stacks(
     if not stacks:
         return []
     weight = projector.layers.weight
-    pixels = torch.cat(list(stacks))  # [N, 3, S, S]
+    # Each (pinned, on CUDA) stack goes to the device without blocking the host; joined and cast there.
+    pixels = torch.cat([s.to(weight.device, non_blocking=True) for s in stacks])  # [N, 3, S, S]
     feats = torch.cat(
         [
-            encode_views_ocr2(sam, encoder, projector, pixels[j : j + chunk].to(weight.device, weight.dtype))
+            encode_views_ocr2(sam, encoder, projector, pixels[j : j + chunk].to(weight.dtype))
             for j in range(0, pixels.shape[0], chunk)
         ]
     )

@@ -172,10 +172,11 @@ def _encode_grouped(
         by_side.setdefault(stack.shape[-1], []).append(i)
     out: dict[int, Tensor] = {}
     for indices in by_side.values():
-        pixels = torch.cat([views[i] for i in indices])  # [N, 3, S, S]
+        # Each (pinned, on CUDA) view goes to the device without blocking the host; joined and cast there.
+        pixels = torch.cat([views[i].to(weight.device, non_blocking=True) for i in indices])  # [N, 3, S, S]
         feats = torch.cat(
             [
-                encode_views(sam, clip, projector, pixels[j : j + chunk].to(weight.device, weight.dtype))
+                encode_views(sam, clip, projector, pixels[j : j + chunk].to(weight.dtype))
                 for j in range(0, pixels.shape[0], chunk)
             ]
         )  # [N, (S/64)**2, n_embed]

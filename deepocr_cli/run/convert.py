@@ -256,7 +256,7 @@ def _load_engine(options: ConvertOptions) -> Any:
     # DEEPOCR_MEMORY_BUDGET (bytes) caps the KV cache the engine may use, e.g. on a shared GPU.
     budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
     return load_engine(options.model, revision=options.revision, device=options.device, dtype=options.dtype,
-                       memory_budget_bytes=int(budget) if budget else None)
+                       memory_budget_bytes=int(budget) if budget else None, cuda_graphs=options.cuda_graphs)
 
 
 __all__ = ["FileReport", "Reporter", "RunReport", "convert"]

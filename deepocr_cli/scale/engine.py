@@ -122,7 +122,8 @@ class RemoteEngine:
 def engine_spec(options: ConvertOptions) -> EngineSpec:
     """What each worker loads (DEEPOCR_MEMORY_BUDGET is read here and sent along)."""
     budget = os.environ.get("DEEPOCR_MEMORY_BUDGET")
-    return EngineSpec(options.model, options.revision, "auto", options.dtype, int(budget) if budget else None)
+    return EngineSpec(options.model, options.revision, "auto", options.dtype, int(budget) if budget else None,
+                      options.cuda_graphs)
 
 
 def open_engine(options: ConvertOptions) -> RemoteEngine:

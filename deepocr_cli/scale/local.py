@@ -124,8 +124,7 @@ class ProcessBackend:
         """Spawn (or respawn) a worker process."""
         self._drop(worker)
         device = self.devices[worker]
-        spec = EngineSpec(self.spec.model, self.spec.revision, "cuda" if device.startswith("cuda") else device,
-                          self.spec.dtype, self.spec.memory_budget_bytes)
+        spec = self.spec.with_device("cuda" if device.startswith("cuda") else device)
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_worker_main, name=f"deepocr-worker-{worker}", daemon=True,

@@ -98,8 +98,7 @@ class RayBackend:
         if workers > have:
             log.warning("%d Ray workers asked for, the cluster has %d %s now: the rest wait for the autoscaler "
                         "(or forever, on a fixed cluster)", workers, have, "GPUs" if self.use_gpu else "CPUs")
-        self.spec = EngineSpec(spec.model, spec.revision, "cuda" if self.use_gpu else "cpu", spec.dtype,
-                               spec.memory_budget_bytes)
+        self.spec = spec.with_device("cuda" if self.use_gpu else "cpu")
         self._cls = ray.remote(num_gpus=1, num_cpus=1)(_EngineActor) if self.use_gpu else \
             ray.remote(num_cpus=1)(_EngineActor)
         self._actors: dict[int, Any] = {}

@@ -8,6 +8,7 @@ model (a hub id it can download, or a folder that exists on its machine).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +25,18 @@ class EngineSpec:
     device: str = "auto"
     dtype: str | None = None
     memory_budget_bytes: int | None = None
+    cuda_graphs: bool = False
+
+    def with_device(self, device: str) -> EngineSpec:
+        """The same spec on another device."""
+        return dataclasses.replace(self, device=device)
 
     def load(self) -> Any:
         """Load the engine this spec names (in the worker)."""
         from deepocr_cli.engine import load_engine
 
         return load_engine(self.model, revision=self.revision, device=self.device, dtype=self.dtype,
-                           memory_budget_bytes=self.memory_budget_bytes)
+                           memory_budget_bytes=self.memory_budget_bytes, cuda_graphs=self.cuda_graphs)
 
 
 @dataclass(frozen=True)

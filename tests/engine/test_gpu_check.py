@@ -32,6 +32,12 @@ def test_gpu_check_smoke_runs_without_the_other_dependencies(tmp_path: Path) -> 
         for slots in (2, 4):
             assert f"tiny {mode} slots={slots}" in table
     assert "outputs identical: True" in table
+    # the fast paths, each beside the plain engine, with the same tokens on CPU
+    assert "eager vs graph-shaped (eager, CPU)" in table and "pages identical 3/3" in table
+    for kernel in ("sdpa (padded)", "flex (packed)", "varlen packing, SDPA stand-in"):
+        assert f"{kernel}  " in table
+    assert table.count("equal") == 3 and table.count(": 3/3 equal") == 3
+    assert "side stream / in line" in table and table.count("outputs identical: True") == 2
     assert "(d)" in table and "skipped: not importable here: fitz" in table
     assert (tmp_path / "out.json").read_text().startswith("{")
 

@@ -121,7 +121,7 @@ def _naive_moe(moe: DeepOcrMoE, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("backend", ["loop", "grouped"])
+@pytest.mark.parametrize("backend", ["loop", "grouped", "dense"])
 def test_moe_routing_matches_a_naive_per_token_loop(backend):
     torch.manual_seed(0)
     cfg = _tiny_decoder()
