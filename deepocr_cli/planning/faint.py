@@ -2,10 +2,10 @@
 reduced 2x2, where pixel noise is halved and print keeps its strokes.
 
 - ``line_variation``: print lines up and its strokes are sharp. Steps between neighbouring pixels of at least a
-  given contrast, summed along the best line direction (rows or columns, +-MAX_SKEW degrees), vary from line to
-  line far more than along the median direction. Noise makes steps everywhere (no lines); bleed-through from the
-  other side is lined but blurred and faint, so its steps stay below the contrast; a page number or one line is
-  too short to move it.
+  given contrast, summed along the best line direction (+-MAX_SKEW degrees), swing from line to line along one
+  axis far more than along the other. Noise makes steps everywhere (no lines); a resampled scan's beat swings
+  along both axes; bleed-through from the other side is lined but blurred and faint, so its steps stay below the
+  contrast; a page number or one line is too short to move it.
 - ``dark_reduced_cells``: cells still dark after four pixels are averaged, against the reduced page's own noise
   (print is; the specks noise leaves on bleed-through are not).
 """
@@ -18,6 +18,7 @@ from deepocr_cli.planning.skew import MAX_SKEW
 
 _STRIP = 16  # reduced pixels per strip of the line search
 _ANGLES = np.arange(-MAX_SKEW - 0.5, MAX_SKEW + 0.75, 0.5)  # a line stays sharp over about 0.6 degrees
+_TREND = 25  # reduced pixels (two to four lines of text): slower swings are the page's layout, not its lines
 
 
 def reduced(gray: np.ndarray) -> np.ndarray:
@@ -52,33 +53,41 @@ def dark_reduced_cells(gray: np.ndarray, paper: float, min_contrast: float, nois
     return dark[:hh, :ww].reshape(hh // cell, cell, ww // cell, cell).sum(axis=(1, 3)) >= min_pixels
 
 
-def _variation(steps: np.ndarray) -> float:
-    """How much more the per-line sums of ``steps`` (float32 [H, W]) vary along their best direction (rows,
-    +-MAX_SKEW) than along the median one."""
+def _dispersion(steps: np.ndarray) -> float:
+    """How far the per-line sums of ``steps`` (float32 [H, W]) swing from line to line along their best direction
+    (rows, +-MAX_SKEW): the variance of the sums less their running mean over _TREND lines (the text block's
+    margins and the page's shading are no lines), over the mean sum (counts of scattered steps swing about as much
+    as their mean)."""
     h, w = steps.shape
     ns = w // _STRIP
     if ns == 0:
-        return 1.0
+        return 0.0
     prof = steps[:, : ns * _STRIP].reshape(h, ns, _STRIP).sum(axis=2)
-    prof -= prof.mean(axis=0)
+    mean = float(prof.mean()) * ns
     xc = (np.arange(ns) + 0.5) * _STRIP - w / 2
     shifts = np.rint(np.tan(np.radians(_ANGLES))[:, None] * xc[None, :]).astype(np.int64)
     m = int(np.abs(shifts).max()) + 1
-    if h <= 2 * m + 8:
-        return 1.0
+    if h <= 2 * (m + _TREND) + 8 or mean <= 0:
+        return 0.0
     padded = np.zeros((h + 2 * m, ns), dtype=np.float32)
-    padded[m : m + h] = prof
+    padded[m : m + h] = prof - prof.mean(axis=0)
     windows = np.lib.stride_tricks.sliding_window_view(padded, h, axis=0)  # [2m + 1, ns, h]
     cols = np.arange(ns)
-    # rows near the ends are left out: there the shifted strips do not all overlap
-    var = np.array([float(windows[m + sh, cols].sum(axis=0)[m : h - m].var()) for sh in shifts])
-    return float(var.max() / max(float(np.median(var)), 1e-9))
+    box = np.full(_TREND, 1 / _TREND, dtype=np.float32)
+    best = 0.0
+    for sh in shifts:
+        line = windows[m + sh, cols].sum(axis=0)[m : h - m]  # rows near the ends: not all strips overlap there
+        swing = (line - np.convolve(line, box, mode="same"))[_TREND:-_TREND]
+        best = max(best, float(swing.var()))
+    return best / mean
 
 
 def line_variation(gray: np.ndarray, masked: np.ndarray, step: float) -> float:
-    """Sharp steps (at least ``step`` gray levels between neighbours on the page reduced 2x2) lined up: the larger
-    of ``_variation`` along rows and along columns. ``masked`` (bool [H, W]): pixels left out (counted at the
-    page's mean rate, so that they make no line of their own)."""
+    """Sharp steps (at least ``step`` gray levels between neighbours on the page reduced 2x2) lined up along one
+    axis only: ``_dispersion`` along the rows against along the columns, the larger over the smaller (at least 1).
+    Lines of print swing along one axis; scattered noise along neither; the beat a resampled scan shows (MuPDF
+    drawing a scan at another scale makes its noise sharper every few pixels) along both. ``masked`` (bool
+    [H, W]): pixels left out (counted at the page's mean rate, so that they make no line of their own)."""
     red = reduced(gray)
     grad = np.abs(red[:-1, 1:] - red[:-1, :-1])
     grad += np.abs(red[1:, :-1] - red[:-1, :-1])
@@ -86,4 +95,5 @@ def line_variation(gray: np.ndarray, masked: np.ndarray, step: float) -> float:
     rim = masked[0 : 2 * steps.shape[0] : 2, 0 : 2 * steps.shape[1] : 2]
     if rim.any():
         steps[rim] = float(steps[~rim].mean()) if not rim.all() else 0.0
-    return max(_variation(steps), _variation(np.ascontiguousarray(steps.T)))
+    rows, cols = _dispersion(steps), _dispersion(np.ascontiguousarray(steps.T))
+    return max(rows, cols) / max(min(rows, cols), 1.0)

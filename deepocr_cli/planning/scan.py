@@ -64,13 +64,13 @@ BLANK_MAX_CELLS = 2
 MARGIN_FRAC = 0.02
 #: Print too faint to stand out of heavy noise pixel by pixel still lines up, and its strokes are sharp: on the
 #: page reduced 2x2 (which halves pixel noise), steps of at least LINE_STEP gray levels between neighbouring
-#: pixels, summed along the best line direction (either axis, +-MAX_SKEW), vary from line to line LINED_MIN times
-#: more than along the median direction. Noise steps are everywhere (no lines); bleed-through from the other side
-#: is lined but blurred and faint, so its steps stay below LINE_STEP; a lone page number or line is too short to
-#: matter (the cells decide those). Tuned on the bench's seed 18: blank scans reach 2.3, light-grey print (60-75%)
-#: under heavy noise 2.6 and more (68-75%: 3.3 and more).
+#: pixels, summed along the best line direction, swing from line to line LINED_MIN times more along one axis than
+#: along the other (deepocr_cli.planning.faint). Noise steps are everywhere; a resampled scan's beat swings along
+#: both axes; bleed-through from the other side is blurred and faint, its steps stay below LINE_STEP; a page
+#: number or a line is too short to matter (the cells decide those). On the bench's seed 18, as arrays and drawn
+#: by MuPDF at 0.7x, 1x and 1.8x: blank scans up to 2.05, light-grey print (60-75%) under heavy noise 4.7 and up.
 LINE_STEP = 40
-LINED_MIN = 2.8
+LINED_MIN = 3.0
 #: Pages with at most this many content cells have them confirmed on the page reduced 2x2 (SURE_CELL_INK of a
 #: cell's 16 reduced pixels at least the ink level darker than the paper, that level taken from the reduced page's
 #: own noise): print stays dark when four pixels are averaged, specks of noise on bleed-through do not.
@@ -80,10 +80,13 @@ SURE_CELL_INK = 1
 #: some content cell holds print.
 CLEAN_NOISE = 4.0
 #: Punch holes and scanner borders: cells darker than DARK_CELL x the paper inside the band of EDGE_BAND x the
-#: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within one cell of
-#: them is their rim, not print.
+#: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within RIM_CELLS cells
+#: of them is their rim, not print.
 DARK_CELL = 0.45
 EDGE_BAND = 0.09
+#: how far (cells) the rim reaches: two, because a hole's edge can lie 11 px from its nearest fully dark cell, and
+#: a scan drawn at another scale (a PDF page rendered) blurs and widens it
+RIM_CELLS = 2
 #: Light print on dark bars (slide themes, table heads, inverted titles): the estimator's ink is polarity-aware, so
 #: a pixel at least BLANK_MIN_CONTRAST lighter than its BAR_BLOCK-px block's mean, in a block DARK_BAR_CONTRAST
 #: darker than the paper, with both its neighbours along the row as dark (a bar, not a bold word), is print too
@@ -172,10 +175,11 @@ def _dark_cells(gray: np.ndarray, paper: float, level: float) -> tuple[np.ndarra
     dark[band:-band, band:-band] = False
     if not dark.any():
         return np.zeros((h, w), dtype=bool), toned
-    p = np.pad(dark, 1)
+    r = RIM_CELLS
+    p = np.pad(dark, r)
     near = np.zeros(dark.shape, dtype=bool)
-    for dy in range(3):
-        for dx in range(3):
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
             near |= p[dy : dy + dark.shape[0], dx : dx + dark.shape[1]]
     return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w], toned
 
@@ -269,6 +273,13 @@ def lined_print(gray: np.ndarray, paper: float) -> float:
 # --------------------------------------------------------------------------- the verdict
 
 
+def blank_at_once(noise: dict) -> bool:
+    """Blank without further analysis (``clean_ink``'s measures): nothing on the page is BLANK_MIN_CONTRAST
+    darker than its paper with two such neighbours (so no ink is kept, no character found, no line lined up) and
+    no toned patch; the full verdict is blank as well."""
+    return not noise["print"] and noise["toned_cells"] == 0
+
+
 def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, deskew: bool = True) -> ScanVerdict:
     """Judge one page raster: blank or not, which way up, how skewed.
 
@@ -282,6 +293,9 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         The verdict; apply it with ``deepocr_cli.planning.upright.prepare_page``.
     """
     weak, strong, noise = clean_ink(gray)
+    if blank and blank_at_once(noise):  # the verdict below would be blank too; skip the line search
+        measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise}
+        return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
     axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
     if weak.any():

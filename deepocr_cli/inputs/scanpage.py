@@ -1,0 +1,84 @@
+"""A scanned PDF page read straight from its image: the gray page scan preparation judges, at a fraction of a
+render's cost.
+
+Most scanned PDFs draw one JPEG image over the whole page and nothing else. Such a page *is* its image, so its
+gray raster can come from the JPEG's own decoder (PIL's draft mode decodes the luma only and at 1/2..1/8 scale)
+instead of a MuPDF render, which decodes the image whole, converts it and resamples it: on a 100-dpi A4 scan the
+decode costs about a seventh of the render. A blank page then costs little more than that decode, and a text
+page's verdict is judged on its image as an image file's is. Any other page (other content, an annotation, a
+/Rotate, a crop box, a mask, an inverted or CMYK image, another codec) returns None and is rendered.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image
+
+from deepocr_cli.inputs.render import _MUPDF_LOCK, DocKind, DocumentReader
+
+#: the whole content stream of a page that draws one image: optional q ... Q around "a 0 0 d e f cm /Name Do"
+_ONE_IMAGE = re.compile(
+    rb"\s*(?:q\s+)?([-+\d.]+)\s+([-+\d.]+)\s+([-+\d.]+)\s+([-+\d.]+)\s+([-+\d.]+)\s+([-+\d.]+)\s+cm\s+"
+    rb"/([^\s/\[\]<>(){}%]+)\s+Do\s*(?:Q\s*)?"
+)
+#: how far (points) the drawn image may miss the page's edges
+_FIT = 1.0
+
+
+def _page_jpeg(page) -> bytes | None:  # noqa: ANN001 - a pymupdf.Page
+    """The JPEG data of the one image that is the whole page, or None."""
+    if page.rotation or page.first_annot is not None or page.first_widget is not None:
+        return None
+    box = page.mediabox
+    if box.x0 != 0 or box.y0 != 0 or page.cropbox != box:
+        return None
+    m = _ONE_IMAGE.fullmatch(page.read_contents())
+    if m is None:
+        return None
+    a, b, c, d, e, f = (float(x) for x in m.groups()[:6])
+    if b or c or a <= 0 or d <= 0 or abs(e) > _FIT or abs(f) > _FIT or abs(a - box.width) > _FIT or abs(
+            d - box.height) > _FIT:
+        return None
+    name = m.group(7).decode("latin-1")
+    found = [img for img in page.get_images(full=True) if img[7] == name]
+    if len(found) != 1:
+        return None
+    xref, smask, _w, _h, _bpc, cs, _alt, _name, filt = found[0][:9]
+    if smask or filt != "DCTDecode" or cs not in ("DeviceGray", "DeviceRGB", "ICCBased"):
+        return None
+    doc = page.parent
+    if doc.xref_get_key(xref, "Decode")[0] != "null" or doc.xref_get_key(xref, "ImageMask")[1] == "true":
+        return None
+    return doc.xref_stream_raw(xref)
+
+
+def scan_page_image(reader: DocumentReader, index: int, long_side: int) -> Image.Image | None:
+    """The page as a gray image decoded straight from its JPEG, at a reduced scale whose long side stays at least
+    ``long_side`` (or the image's own size if smaller); None when the page is not one upright JPEG image over the
+    whole page (see the module's docstring), or when its data cannot be decoded (the render then says why).
+
+    Raises:
+        InputError: the page cannot be read, or its images exceed the decompression-bomb cap.
+    """
+    if reader.kind is not DocKind.PDF:
+        return None
+    with _MUPDF_LOCK:
+        page = reader.pdf_page(index)  # loaded, damage and image-size checks done
+        try:
+            data = _page_jpeg(page)
+        except Exception:  # noqa: BLE001 - an odd page is simply rendered
+            return None
+    if data is None:
+        return None
+    try:
+        im = Image.open(io.BytesIO(data))
+        if im.format != "JPEG" or im.mode not in ("L", "RGB"):
+            return None
+        w, h = im.size
+        scale = max(long_side / max(w, h), 1 / 8)
+        im.draft("L", (max(1, int(w * scale)), max(1, int(h * scale))))
+        return im.convert("L")
+    except Exception:  # noqa: BLE001 - the render reports a broken image
+        return None
