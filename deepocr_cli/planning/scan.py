@@ -265,6 +265,18 @@ def sure_cells(gray: np.ndarray, strong: np.ndarray, paper: float) -> int:
     return _content_cells(strong & sure)
 
 
+def black_cells(gray: np.ndarray, noise: dict) -> int:
+    """Content cells of print twice the ink level darker than the paper (with two such neighbours, outside the
+    edges' holes and borders), whatever the estimator's ink says: on a nearly empty noisy page its binarisation
+    can take a page number's block for a dark one and keep the paper around the digits instead of them."""
+    paper, level = float(noise["paper"]), float(noise["ink_level"])
+    black = gray <= np.uint8(max(paper - 2 * level, 0))
+    if not black.any():
+        return 0
+    black &= ~_dark_cells(gray, paper, level)[0]
+    return _content_cells(_with_neighbours(black))
+
+
 def lined_print(gray: np.ndarray, paper: float) -> float:
     """The line measure of LINED_MIN, the rims of punch holes and scanner borders left out."""
     return line_variation(gray, _dark_cells(gray, paper, BLANK_MIN_CONTRAST)[0], LINE_STEP)
@@ -294,7 +306,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     """
     weak, strong, noise = clean_ink(gray)
     if blank and blank_at_once(noise):  # the verdict below would be blank too; skip the line search
-        measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise}
+        measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise, "black_cells": 0}
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
     axis_rows, axis_sure, structure, angle = True, False, 1.0, 0.0
@@ -343,6 +355,9 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
             # on a clean page (a born-digital image, a quiet scanner) nothing fakes characters: with a patch of
             # print, however small, they are text (pepper specks and bleed-through fill no cell)
             is_blank = cells == 0
+        if is_blank and cells <= BLANK_MAX_CELLS:
+            measure["black_cells"] = black_cells(gray, noise)
+            is_blank = measure["black_cells"] <= BLANK_MAX_CELLS
         if is_blank and noise["print"]:  # faint print lines up (nothing to line up where nothing is dark)
             measure["lined"] = round(lined_print(gray, noise["paper"]), 2)
             is_blank = measure["lined"] < LINED_MIN
