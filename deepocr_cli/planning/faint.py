@@ -82,13 +82,15 @@ def _dispersion(steps: np.ndarray) -> float:
     return best / mean
 
 
-def line_variation(gray: np.ndarray, masked: np.ndarray, step: float) -> float:
-    """Sharp steps (at least ``step`` gray levels between neighbours on the page reduced 2x2) lined up along one
+def line_variation(gray: np.ndarray, masked: np.ndarray, step: float, noise_k: float) -> float:
+    """Sharp steps (at least ``step`` gray levels and ``noise_k`` deviations of the reduced page's noise between
+    neighbours on the page reduced 2x2: under heavy noise only the steps that stand out of it) lined up along one
     axis only: ``_dispersion`` along the rows against along the columns, the larger over the smaller (at least 1).
     Lines of print swing along one axis; scattered noise along neither; the beat a resampled scan shows (MuPDF
     drawing a scan at another scale makes its noise sharper every few pixels) along both. ``masked`` (bool
     [H, W]): pixels left out (counted at the page's mean rate, so that they make no line of their own)."""
     red = reduced(gray)
+    step = max(step, noise_k * block_sigma(red) / 4)
     grad = np.abs(red[:-1, 1:] - red[:-1, :-1])
     grad += np.abs(red[1:, :-1] - red[:-1, :-1])
     steps = (grad >= 4 * step).astype(np.float32)

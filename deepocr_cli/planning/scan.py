@@ -63,12 +63,12 @@ CELL_MIN_INK = 8
 BLANK_MAX_CELLS = 2
 MARGIN_FRAC = 0.02
 #: Print too faint to stand out of heavy noise pixel by pixel still lines up, and its strokes are sharp: on the
-#: page reduced 2x2 (which halves pixel noise), steps of at least LINE_STEP gray levels between neighbouring
-#: pixels, summed along the best line direction, swing from line to line LINED_MIN times more along one axis than
+#: page reduced 2x2 (which halves pixel noise), steps of at least LINE_STEP gray levels (and NOISE_K deviations of
+#: the reduced page's noise) between neighbouring pixels, summed along the best line direction, swing from line to line LINED_MIN times more along one axis than
 #: along the other (deepocr_cli.planning.faint). Noise steps are everywhere; a resampled scan's beat swings along
 #: both axes; bleed-through from the other side is blurred and faint, its steps stay below LINE_STEP; a page
 #: number or a line is too short to matter (the cells decide those). On the bench's seed 18, as arrays and drawn
-#: by MuPDF at 0.7x, 1x and 1.8x: blank scans up to 2.05, light-grey print (60-75%) under heavy noise 4.7 and up.
+#: by MuPDF at 0.7x, 1x and 1.8x: blank scans up to 2.05, light-grey print (60-75%) under heavy noise 5.1 and up.
 LINE_STEP = 40
 LINED_MIN = 3.0
 #: Pages with at most this many content cells have them confirmed on the page reduced 2x2 (SURE_CELL_INK of a
@@ -279,7 +279,7 @@ def black_cells(gray: np.ndarray, noise: dict) -> int:
 
 def lined_print(gray: np.ndarray, paper: float) -> float:
     """The line measure of LINED_MIN, the rims of punch holes and scanner borders left out."""
-    return line_variation(gray, _dark_cells(gray, paper, BLANK_MIN_CONTRAST)[0], LINE_STEP)
+    return line_variation(gray, _dark_cells(gray, paper, BLANK_MIN_CONTRAST)[0], LINE_STEP, NOISE_K)
 
 
 # --------------------------------------------------------------------------- the verdict
