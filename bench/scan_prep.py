@@ -18,7 +18,7 @@ Test set, all at the text estimator's resolution (long side WORK_LONG_SIDE, ~120
 
 Prints the blank, orientation (per angle and script) and skew figures, the ms per page of each step on one core;
 with --pdf, the blank figures again with the hard cases' and the blank scans read as a run reads a scanned PDF
-(drawn by MuPDF, and decoded from each page's JPEG); and, with --big-pdf, the time to convert a PDF of that many
+of JPEG or of PNG (Flate) pages (drawn by MuPDF, and decoded from each page's image); and, with --big-pdf, the time to convert a PDF of that many
 blank pages end to end (tiny random checkpoint; the model is never called) beside the time to render its pages
 (the baseline run as main runs: every page rendered for its verdict, every checkpoint synced).
 """
@@ -285,37 +285,38 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def through_pdf(scans: list[tuple[str, bool, np.ndarray]], mod, fast: bool) -> dict:
-    """The blank verdicts on scans read as a run reads a scanned PDF (each scan a JPEG page, quality 90): drawn
-    by MuPDF at the estimator's resolution, and (``fast``) decoded from the page's own JPEG
-    (deepocr_cli.inputs.scanpage)."""
+    """The blank verdicts on scans read as a run reads a scanned PDF (each scan one page: a JPEG of quality 90, or
+    a PNG, which PDF stores Flate-compressed): drawn by MuPDF at the estimator's resolution, and (``fast``) decoded
+    from the page's own image (deepocr_cli.inputs.scanpage)."""
     from deepocr_cli.inputs.render import open_document
     from deepocr_cli.run.scanprep import analysis_gray
 
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scans.pdf"
-        doc = pymupdf.open()
-        for _name, _blank, g in scans:
-            h, w = g.shape
-            buf = io.BytesIO()
-            Image.fromarray(g).save(buf, "JPEG", quality=90)
-            pw, ph = (A4[0], A4[0] * h / w) if h >= w else (A4[1], A4[1] * h / w)
-            doc.new_page(width=pw, height=ph).insert_image(pymupdf.Rect(0, 0, pw, ph), stream=buf.getvalue(),
-                                                           keep_proportion=False)
-        doc.save(path)
-        doc.close()
-        with open_document(path) as reader:
-            for way in ("render", "jpeg") if fast else ("render",):
-                false, found, total = [], 0, 0
-                for i, (name, blank, _g) in enumerate(scans):
-                    v = mod.analyse_scan(analysis_gray(reader, i, None, fast=way == "jpeg"))
-                    if blank:
-                        total += 1
-                        found += v.blank
-                    elif v.blank:
-                        false.append(name)
-                out[way] = {"false_blanks": false, "hard_scans": len(scans) - total, "blank_found": found,
-                            "blank_total": total}
+        for fmt in ("JPEG", "PNG"):
+            path = Path(tmp) / f"scans-{fmt}.pdf"
+            doc = pymupdf.open()
+            for _name, _blank, g in scans:
+                h, w = g.shape
+                buf = io.BytesIO()
+                Image.fromarray(g).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+                pw, ph = (A4[0], A4[0] * h / w) if h >= w else (A4[1], A4[1] * h / w)
+                doc.new_page(width=pw, height=ph).insert_image(pymupdf.Rect(0, 0, pw, ph), stream=buf.getvalue(),
+                                                               keep_proportion=False)
+            doc.save(path)
+            doc.close()
+            with open_document(path) as reader:
+                for way in ("render", "image") if fast else ("render",):
+                    false, found, total = [], 0, 0
+                    for i, (name, blank, _g) in enumerate(scans):
+                        v = mod.analyse_scan(analysis_gray(reader, i, None, fast=way == "image"))
+                        if blank:
+                            total += 1
+                            found += v.blank
+                        elif v.blank:
+                            false.append(name)
+                    out[f"{fmt} page, {way}"] = {"false_blanks": false, "hard_scans": len(scans) - total,
+                                                 "blank_found": found, "blank_total": total}
     return out
 
 

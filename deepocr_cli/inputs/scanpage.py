@@ -1,12 +1,14 @@
 """A scanned PDF page read straight from its image: the gray page scan preparation judges, at a fraction of a
 render's cost.
 
-Most scanned PDFs draw one JPEG image over the whole page and nothing else. Such a page *is* its image, so its
-gray raster can come from the JPEG's own decoder (PIL's draft mode decodes the luma only and at 1/2..1/8 scale)
-instead of a MuPDF render, which decodes the image whole, converts it and resamples it: on a 100-dpi A4 scan the
-decode costs about a seventh of the render. A blank page then costs little more than that decode, and a text
-page's verdict is judged on its image as an image file's is. Any other page (other content, an annotation, a
-/Rotate, a crop box, a mask, an inverted or CMYK image, another codec) returns None and is rendered.
+Most scanned PDFs draw one image over the whole page and nothing else. Such a page *is* its image, so its gray
+raster can come from the image itself: a JPEG from its own decoder (PIL's draft mode decodes the luma only and at
+1/2..1/8 scale), any other codec (Flate, JPEG 2000, CCITT, JBIG2) decoded by MuPDF at the image's own size;
+instead of a MuPDF render, which decodes the image whole, converts it and resamples it: on a 100-dpi A4 JPEG scan
+the decode costs about a seventh of the render. A blank page then costs little more than that decode, and a page's
+verdict is judged on its image as an image file's is, without the render's resampling (which smooths the paper's
+noise and so lets bleed-through stand out of it). Any other page (other content, an annotation, a /Rotate, a crop
+box, a mask, an inverted or CMYK image) returns None and is rendered.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import io
 import re
 
+import numpy as np
+import pymupdf
 from PIL import Image
 
 from deepocr_cli.inputs.render import _MUPDF_LOCK, DocKind, DocumentReader
@@ -25,10 +29,13 @@ _ONE_IMAGE = re.compile(
 )
 #: how far (points) the drawn image may miss the page's edges
 _FIT = 1.0
+#: JPEG data is decoded by PIL (luma only, at reduced scale); the others by MuPDF at the image's own size ("": what
+#: pymupdf reports for Flate and for no filter)
+_CODECS = ("DCTDecode", "FlateDecode", "", "JPXDecode", "CCITTFaxDecode", "JBIG2Decode", "LZWDecode", "RunLengthDecode")
 
 
-def _page_jpeg(page) -> bytes | None:  # noqa: ANN001 - a pymupdf.Page
-    """The JPEG data of the one image that is the whole page, or None."""
+def _page_image(page) -> tuple[int, bytes | None] | None:  # noqa: ANN001 - a pymupdf.Page
+    """The xref of the one image that is the whole page and, for a JPEG, its data; None for any other page."""
     if page.rotation or page.first_annot is not None or page.first_widget is not None:
         return None
     box = page.mediabox
@@ -46,18 +53,30 @@ def _page_jpeg(page) -> bytes | None:  # noqa: ANN001 - a pymupdf.Page
     if len(found) != 1:
         return None
     xref, smask, _w, _h, _bpc, cs, _alt, _name, filt = found[0][:9]
-    if smask or filt != "DCTDecode" or cs not in ("DeviceGray", "DeviceRGB", "ICCBased"):
+    if smask or filt not in _CODECS or cs not in ("DeviceGray", "DeviceRGB", "ICCBased"):
         return None
     doc = page.parent
     if doc.xref_get_key(xref, "Decode")[0] != "null" or doc.xref_get_key(xref, "ImageMask")[1] == "true":
         return None
-    return doc.xref_stream_raw(xref)
+    return xref, doc.xref_stream_raw(xref) if filt == "DCTDecode" else None
+
+
+def _decoded(doc, xref: int) -> Image.Image | None:  # noqa: ANN001 - a pymupdf.Document
+    """An image of any other codec decoded by MuPDF at its own size, in gray (no resampling)."""
+    pix = pymupdf.Pixmap(doc, xref)
+    if pix.alpha or pix.n not in (1, 3):
+        return None
+    if pix.n != 1:
+        pix = pymupdf.Pixmap(pymupdf.csGRAY, pix)
+    rows = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.stride)[:, : pix.width]
+    return Image.fromarray(np.ascontiguousarray(rows))
 
 
 def scan_page_image(reader: DocumentReader, index: int, long_side: int) -> Image.Image | None:
-    """The page as a gray image decoded straight from its JPEG, at a reduced scale whose long side stays at least
-    ``long_side`` (or the image's own size if smaller); None when the page is not one upright JPEG image over the
-    whole page (see the module's docstring), or when its data cannot be decoded (the render then says why).
+    """The page as a gray image decoded straight from its one image: a JPEG at a reduced scale whose long side stays
+    at least ``long_side`` (or its own size if smaller), any other codec at its own size; None when the page is not
+    one upright image over the whole page (see the module's docstring), or when its data cannot be decoded (the
+    render then says why).
 
     Raises:
         InputError: the page cannot be read, or its images exceed the decompression-bomb cap.
@@ -67,11 +86,14 @@ def scan_page_image(reader: DocumentReader, index: int, long_side: int) -> Image
     with _MUPDF_LOCK:
         page = reader.pdf_page(index)  # loaded, damage and image-size checks done
         try:
-            data = _page_jpeg(page)
+            found = _page_image(page)
+            if found is not None and found[1] is None:
+                return _decoded(page.parent, found[0])
         except Exception:  # noqa: BLE001 - an odd page is simply rendered
             return None
-    if data is None:
+    if found is None:
         return None
+    data = found[1]
     try:
         im = Image.open(io.BytesIO(data))
         if im.format != "JPEG" or im.mode not in ("L", "RGB"):
