@@ -162,6 +162,7 @@ def convert(
     ray: Annotated[str | None, typer.Option(help="Run the model on Ray actors: local, auto or ray://host:port (needs deepocr-cli[ray]).", metavar="ADDR", rich_help_panel=RUN)] = None,
     workers: Annotated[int | None, typer.Option(help="With --ray: model replicas (default: one per GPU of the cluster).", metavar="N", rich_help_panel=RUN)] = None,
     worker_retries: Annotated[int, typer.Option(help="Times a page whose worker died is retried elsewhere before it is failed.", metavar="N", rich_help_panel=RUN)] = 2,
+    worker_timeout: Annotated[float | None, typer.Option(help="With --devices/--ray: a worker that holds a batch longer than this many seconds per page is killed as hung and its pages retried (default: wait).", metavar="SECONDS", rich_help_panel=RUN)] = None,
     shard: Annotated[str | None, typer.Option(help="Convert only shard I of N (0-based): a stable hash of each document's path.", metavar="I/N", rich_help_panel=RUN)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=RUN)] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv for debug logs.", rich_help_panel=RUN)] = 0,
@@ -192,7 +193,7 @@ def convert(
             skip_blank=skip_blank, rotate=rotate, deskew=deskew, password=_pdf_password(password, password_file),
             retry_truncated=retry_truncated, max_image_pixels=max_image_pixels or None,
             devices=_split_csv(devices) if devices else (), ray=ray, workers=workers, worker_retries=worker_retries,
-            shard=_parse_shard(shard),
+            worker_timeout=worker_timeout, shard=_parse_shard(shard),
         )
         input_paths = _read_paths(paths, null)
         from deepocr_cli.progress import CliReporter

@@ -70,6 +70,7 @@ class ConvertOptions:
     ray: str | None = None  # local | auto | ray://host:port
     workers: int | None = None  # Ray replicas (default: one per GPU of the cluster)
     worker_retries: int = 2  # times a page whose worker died is retried elsewhere before it is marked failed
+    worker_timeout: float | None = None  # seconds per page a worker may hold a batch before it is killed as hung
     shard: tuple[int, int] | None = None  # (I, N): only documents whose path hash falls in shard I of N
 
     def __post_init__(self) -> None:
@@ -120,6 +121,9 @@ class ConvertOptions:
             raise UsageError("--workers takes a number >= 1 and needs --ray")
         if self.worker_retries < 0:
             raise UsageError("--worker-retries must be >= 0")
+        if self.worker_timeout is not None and (self.worker_timeout <= 0 or not (self.devices or self.ray)):
+            raise UsageError("--worker-timeout takes seconds > 0 and needs --devices or --ray (a worker process "
+                             "can be killed and restarted; the run's own process cannot)")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError("--shard takes I/N with 0 <= I < N")
 

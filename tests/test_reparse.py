@@ -164,3 +164,34 @@ def test_reparse_classifies_stored_figure_answers_again() -> None:
     figure = stored.blocks[0].figure
     assert figure.markdown() == "A harbour at dusk.\n\nFishing boats are moored along the quay."
     assert figure.alt_text == "A harbour at dusk"
+
+
+def test_reparse_cuts_the_crops_of_a_turned_page_upright_as_convert_did(
+    scripted_checkpoint: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import pymupdf
+
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    text = "\n\n".join(["The quick brown fox jumps over the lazy dog while the archive scans its pages. " * 6] * 7)
+    page.insert_textbox(pymupdf.Rect(60, 60, 535, 782), text, fontsize=10, fontname="tiro")
+    pix = page.get_pixmap(dpi=120, colorspace=pymupdf.csGRAY)
+    upright = np.frombuffer(pix.samples, np.uint8).reshape(pix.height, pix.width)
+    src = tmp_path / "turned.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(src)  # fed sideways
+    args = ["convert", str(src), "--model", str(scripted_checkpoint), "--mode", "tiny", "--max-new-tokens", "32",
+            "--no-deep"]
+    assert run(*args).exit_code == 0
+    stored = json.loads((tmp_path / "turned.json").read_text(encoding="utf-8"))["pages"][0]
+    assert stored["scan"]["rotation"] == 90
+    crop = tmp_path / "turned_images" / "p001_00.jpg"
+    first = crop.read_bytes()
+    crop.unlink()
+    r = run("convert", str(src), "--reparse", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["files"][0]["reason"] == "reparsed"
+    # cut from the page turned upright again, as the model saw it: the very same crop, not a sideways one
+    assert crop.read_bytes() == first
+    again = json.loads((tmp_path / "turned.json").read_text(encoding="utf-8"))["pages"][0]
+    assert again["blocks"][0]["boxes_px"] == stored["blocks"][0]["boxes_px"]  # boxes still on the source page

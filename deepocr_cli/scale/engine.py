@@ -32,13 +32,14 @@ class RemoteEngine:
 
     remote = True
 
-    def __init__(self, backend: Backend, max_retries: int = 2, family: Any = None) -> None:
+    def __init__(self, backend: Backend, max_retries: int = 2, family: Any = None,
+                 page_timeout_s: float | None = None) -> None:
         from deepocr_cli.planning.families import V1
 
         #: the model family the workers load (DeepSeek-OCR or OCR-2): token counts, tile grids, n-gram windows
         self.family = family or V1
         self.backend = backend
-        self.dispatcher = Dispatcher(backend, max_retries)
+        self.dispatcher = Dispatcher(backend, max_retries, page_timeout_s=page_timeout_s)
         self._ids = itertools.count()
         try:
             infos = self.dispatcher.start()
@@ -138,7 +139,8 @@ def open_engine(options: ConvertOptions) -> RemoteEngine:
     log.info("starting %d worker(s)", backend.size)
     from deepocr_cli.planning.families import family_of
 
-    return RemoteEngine(backend, options.worker_retries, family_of(options.model, options.revision))
+    return RemoteEngine(backend, options.worker_retries, family_of(options.model, options.revision),
+                        options.worker_timeout)
 
 
 class RemoteScheduler:

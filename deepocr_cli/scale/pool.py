@@ -5,6 +5,11 @@ dies (process killed, actor or node lost) its batch goes back to the front of th
 retried alone on another worker, and the worker is restarted. A request whose batch died more than
 ``max_retries`` times is answered with a `TaskError` (its page is marked failed) instead of being retried
 forever. Every request is answered exactly once.
+
+A worker can also hang (a driver or a native library stuck, a node that stops answering): with
+``page_timeout_s`` set, a worker that has held a batch longer than that many seconds per request in it is
+killed, and the batch takes the same way as a dead worker's. Off by default: how long a page may take depends
+on the device and the page (minutes on a CPU, seconds on a GPU).
 """
 
 from __future__ import annotations
@@ -108,12 +113,15 @@ class Dispatcher:
     max_retries: int = 2
     start_timeout_s: float = 1800.0  # loading a model on a cold node (downloads) can take long
     on_dispatch: Callable[[int, list[Task]], None] | None = None  # observer (tests kill a worker here)
+    page_timeout_s: float | None = None  # a batch unanswered this long per request in it: the worker is hung
     infos: dict[int, WorkerInfo] = field(default_factory=dict)
     stats: dict[int, WorkerStats] = field(default_factory=dict)
     restarts: int = 0
 
     def __post_init__(self) -> None:
         self._busy: dict[int, list[_Pending]] = {}
+        self._sent_at: dict[int, float] = {}
+        self._hung: dict[int, str] = {}  # workers killed for not answering, and why
         self._starting: set[int] = set()
         self._queue: deque[_Pending] = deque()
         self._outstanding = 0
@@ -167,7 +175,21 @@ class Dispatcher:
         for ev in self.backend.wait(timeout):
             self._on_event(ev, self._queue, answers)
         self._outstanding -= len(answers)
+        self._kill_hung()
         return answers
+
+    def _kill_hung(self) -> None:
+        """Kill each worker whose batch is overdue; its death arrives through the backend like any other."""
+        if self.page_timeout_s is None:
+            return
+        now = time.monotonic()
+        for w, batch in self._busy.items():
+            limit = self.page_timeout_s * len(batch)
+            if w not in self._hung and now - self._sent_at.get(w, now) > limit:
+                self._hung[w] = f"no answer within {limit:.0f} s, killed as hung"
+                log.warning("worker %s has not answered a batch of %d page(s) in %.0f s: killing it",
+                            self.stats[w].label if w in self.stats else w, len(batch), limit)
+                self.backend.kill(w)
 
     def _dispatch(self, queue: deque[_Pending], params: tuple, batch_size: int) -> None:
         idle = [w for w in self.ready if w not in self._busy]
@@ -183,6 +205,7 @@ class Dispatcher:
                 while queue and len(batch) < n and not queue[0].solo:
                     batch.append(queue.popleft())
             self._busy[w] = batch
+            self._sent_at[w] = time.monotonic()
             tasks = [p.task for p in batch]
             self.backend.send(w, tasks, params)
             if self.on_dispatch is not None:
@@ -214,6 +237,7 @@ class Dispatcher:
             self._on_death(w, ev.reason, queue, answers)
 
     def _on_death(self, w: int, reason: str, queue: deque[_Pending], answers: dict[int, Any]) -> None:
+        reason = self._hung.pop(w, reason)
         batch = self._busy.pop(w, [])
         self.infos.pop(w, None)
         self._starting.discard(w)

@@ -53,6 +53,8 @@ def test_shards_split_a_tree_between_runs(scripted_checkpoint: Path, tmp_path: P
     {"worker_retries": -1},
     {"shard": (3, 3)},
     {"devices": ("all", "cpu")},
+    {"worker_timeout": 60.0},  # no worker process to kill: the run's own process would hang just the same
+    {"devices": ("cpu",), "worker_timeout": 0.0},
 ])
 def test_invalid_scale_options_are_usage_errors(kwargs: dict) -> None:
     with pytest.raises(UsageError):

@@ -63,6 +63,32 @@ def test_a_killed_worker_has_its_pages_redone_elsewhere(scripted_checkpoint: Pat
     assert page_indices(tmp_path / "out") == page_indices(reference)
 
 
+def test_a_hung_worker_is_killed_after_the_timeout_and_its_pages_redone(scripted_checkpoint: Path, workload: Path,
+                                                                         reference: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    opts = options(scripted_checkpoint, tmp_path / "out", devices=("cpu", "cpu"), worker_timeout=4.0)
+    engine = open_engine(opts)
+    frozen: list[int] = []
+
+    def freeze_once(worker: int, tasks: list) -> None:  # a worker stops answering with a batch in flight
+        if not frozen:
+            frozen.append(worker)
+            os.kill(engine.backend.pid(worker), signal.SIGSTOP)
+
+    engine.dispatcher.on_dispatch = freeze_once
+    try:
+        report = convert([workload], opts, engine_factory=lambda: engine)
+    finally:
+        engine.close()
+    assert frozen
+    assert report.exit_code == 0
+    assert sum(w["deaths"] for w in report.workers) == 1  # killed once, restarted, its pages redone
+    assert differences(reference, tmp_path / "out") == []
+    assert page_indices(tmp_path / "out") == page_indices(reference)
+
+
 def test_a_page_that_keeps_killing_workers_is_failed_not_retried_forever(scripted_checkpoint: Path,
                                                                         tmp_path: Path) -> None:
     src = tmp_path / "src"
