@@ -256,3 +256,16 @@ def test_blank_pages_are_checkpointed_without_a_sync_each(random_checkpoint: Pat
     page = scanprep.blank_page(0, open_document(pdf), analyse_scan(WHITE), 0.0)
     part.append(page, sync=False)
     assert part.load()[0].blank
+
+
+def test_plan_reads_a_scanned_page_as_convert_does(tmp_path: Path) -> None:
+    from deepocr_cli.planning.plan import page_is_blank
+
+    pages = [_scanned(WHITE, sigma=12, other=_text_page(), holes=True), _scanned(_page_number(), sigma=10),
+             _scanned(_text_page(gray=0.72), sigma=30, quality=30)]
+    pdf = _jpeg_pdf(tmp_path / "scans.pdf", pages)
+    opt = ConvertOptions(model="unused")
+    with open_document(pdf) as reader:
+        planned = [page_is_blank(reader, i) for i in range(3)]
+        converted = [scanprep.scan_page(reader, i, None, opt).blank for i in range(3)]
+    assert planned == converted == [True, False, False]
