@@ -269,3 +269,17 @@ def test_plan_reads_a_scanned_page_as_convert_does(tmp_path: Path) -> None:
         planned = [page_is_blank(reader, i) for i in range(3)]
         converted = [scanprep.scan_page(reader, i, None, opt).blank for i in range(3)]
     assert planned == converted == [True, False, False]
+
+
+def test_a_300_dpi_scan_is_read_at_the_working_size(tmp_path: Path) -> None:
+    big = Image.fromarray(_scanned(_text_page(), sigma=10)).resize((2480, 3508))
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=80)
+    doc = pymupdf.open()
+    doc.new_page(width=A4[0], height=A4[1]).insert_image(pymupdf.Rect(0, 0, *A4), stream=buf.getvalue(),
+                                                         keep_proportion=False)
+    doc.save(tmp_path / "scan300.pdf")
+    with open_document(tmp_path / "scan300.pdf") as reader:
+        im = scan_page_image(reader, 0, 1400)
+        assert im is not None and max(im.size) == 1400 and im.mode == "L"
+        assert not scanprep.scan_page(reader, 0, None, ConvertOptions(model="unused")).blank
