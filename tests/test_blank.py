@@ -216,10 +216,15 @@ def test_only_a_page_that_is_one_upright_image_takes_the_scanned_page_path(tmp_p
     p.insert_image(full, stream=jpeg.getvalue(), keep_proportion=False)
     p.add_text_annot((100, 100), "note")
     doc.new_page(width=A4[0], height=A4[1])  # empty
+    exif = Image.new("L", (10, 10)).getexif()
+    exif[0x0112] = 6  # "turn me": a viewer may or may not, so the page is rendered
+    turned = io.BytesIO()
+    Image.fromarray(_scanned(WHITE, sigma=8)).save(turned, "JPEG", quality=80, exif=exif.tobytes())
+    doc.new_page(width=A4[0], height=A4[1]).insert_image(full, stream=turned.getvalue(), keep_proportion=False)
     doc.save(tmp_path / "mixed.pdf")
     with open_document(tmp_path / "mixed.pdf") as reader:
         taken = [scan_page_image(reader, i, 1400) is not None for i in range(reader.page_count)]
-    assert taken == [True, False, True, False, False, False, False]
+    assert taken == [True, False, True, False, False, False, False, False]
 
 
 def test_blank_pages_are_checkpointed_without_a_sync_each(random_checkpoint: Path, tmp_path: Path,

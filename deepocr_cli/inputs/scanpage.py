@@ -109,8 +109,8 @@ def scan_page_image(reader: DocumentReader, index: int, long_side: int) -> Image
     data = found[1]
     try:
         im = Image.open(io.BytesIO(data))
-        if im.format != "JPEG" or im.mode not in ("L", "RGB"):
-            return None
+        if im.format != "JPEG" or im.mode not in ("L", "RGB") or im.getexif().get(0x0112, 1) != 1:
+            return None  # CMYK, or an EXIF orientation a PDF viewer may or may not apply: rendered
         w, h = im.size
         scale = max(long_side / max(w, h), 1 / 8)
         im.draft("L", (max(1, int(w * scale)), max(1, int(h * scale))))
