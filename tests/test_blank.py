@@ -216,6 +216,9 @@ def test_only_a_page_that_is_one_upright_image_takes_the_scanned_page_path(tmp_p
     p.insert_image(full, stream=jpeg.getvalue(), keep_proportion=False)
     p.add_text_annot((100, 100), "note")
     doc.new_page(width=A4[0], height=A4[1])  # empty
+    p = doc.new_page(width=A4[0], height=A4[1])  # a searchable PDF's scan: an invisible OCR text layer on it
+    p.insert_image(full, stream=jpeg.getvalue(), keep_proportion=False)
+    p.insert_text((72, 72), "recognised words", fontsize=11, render_mode=3)
     exif = Image.new("L", (10, 10)).getexif()
     exif[0x0112] = 6  # "turn me": a viewer may or may not, so the page is rendered
     turned = io.BytesIO()
@@ -224,7 +227,7 @@ def test_only_a_page_that_is_one_upright_image_takes_the_scanned_page_path(tmp_p
     doc.save(tmp_path / "mixed.pdf")
     with open_document(tmp_path / "mixed.pdf") as reader:
         taken = [scan_page_image(reader, i, 1400) is not None for i in range(reader.page_count)]
-    assert taken == [True, False, True, False, False, False, False, False]
+    assert taken == [True, False, True, False, False, False, False, True, False]
 
 
 def test_blank_pages_are_checkpointed_without_a_sync_each(random_checkpoint: Path, tmp_path: Path,

@@ -8,7 +8,8 @@ instead of a MuPDF render, which decodes the image whole, converts it and resamp
 the decode costs about a seventh of the render. A blank page then costs little more than that decode, and a page's
 verdict is judged on its image as an image file's is, without the render's resampling (which smooths the paper's
 noise and so lets bleed-through stand out of it). Any other page (other content, an annotation, a /Rotate, a crop
-box, a mask, an inverted or CMYK image) returns None and is rendered.
+box, a mask, an inverted or CMYK image) returns None and is rendered; an invisible text layer over the image (an
+OCR tool's "searchable PDF") is no content.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ def _page_image(page) -> tuple[int, bytes | None] | None:  # noqa: ANN001 - a py
     if box.x0 != 0 or box.y0 != 0 or page.cropbox != box:
         return None
     m = _ONE_IMAGE.fullmatch(page.read_contents())
-    if m is None:
-        return None
-    a, b, c, d, e, f = (float(x) for x in m.groups()[:6])
-    if b or c or a <= 0 or d <= 0 or abs(e) > _FIT or abs(f) > _FIT or abs(a - box.width) > _FIT or abs(
-            d - box.height) > _FIT:
-        return None
-    name = m.group(7).decode("latin-1")
-    found = [img for img in page.get_images(full=True) if img[7] == name]
-    if len(found) != 1:
+    if m is not None:
+        a, b, c, d, e, f = (float(x) for x in m.groups()[:6])
+        name = m.group(7).decode("latin-1")
+        found = [img for img in page.get_images(full=True) if img[7] == name]
+    else:
+        under = _under_invisible_text(page)
+        if under is None:
+            return None
+        found, (a, b, c, d, e, f) = under
+    if len(found) != 1 or b or c or a <= 0 or d <= 0 or abs(e) > _FIT or abs(f) > _FIT or abs(
+            a - box.width) > _FIT or abs(d - box.height) > _FIT:
         return None
     xref, smask, _w, _h, _bpc, cs, _alt, _name, filt = found[0][:9]
     if smask or filt not in _CODECS or cs not in ("DeviceGray", "DeviceRGB", "ICCBased"):
@@ -59,6 +62,21 @@ def _page_image(page) -> tuple[int, bytes | None] | None:  # noqa: ANN001 - a py
     if doc.xref_get_key(xref, "Decode")[0] != "null" or doc.xref_get_key(xref, "ImageMask")[1] == "true":
         return None
     return xref, doc.xref_stream_raw(xref) if filt == "DCTDecode" else None
+
+
+def _under_invisible_text(page) -> tuple[list, tuple] | None:  # noqa: ANN001 - a pymupdf.Page
+    """A page whose only visible content is one image, under an invisible text layer (an OCR tool's or a
+    scanner's "searchable PDF": text in render mode 3 or fully transparent), no vector drawing: its image's
+    get_images row and its transform; None for any other page."""
+    images = page.get_images(full=True)
+    if len(images) != 1 or page.get_cdrawings():
+        return None
+    if any(span["type"] != 3 and span["opacity"] > 0 for span in page.get_texttrace()):
+        return None
+    info = page.get_image_info()
+    if len(info) != 1:
+        return None
+    return images, tuple(float(x) for x in info[0]["transform"])
 
 
 def _decoded(doc, xref: int) -> Image.Image | None:  # noqa: ANN001 - a pymupdf.Document
