@@ -1,7 +1,7 @@
 """Measure scan preparation (deepocr_cli/planning/scan.py): blank pages, orientation, skew, and their cost.
 
 Usage: python bench/scan_prep.py [CORPUS] [--variants N] [--seed S] [--blank N] [--big-pdf PAGES] [--quick]
-       [--baseline OTHER/deepocr_cli/planning/scan.py]
+       [--baseline OTHER/deepocr_cli/planning/scan.py] [--pdf]
 
 Test set, all at the text estimator's resolution (long side WORK_LONG_SIDE, ~120 dpi on A4):
 - text pages: every page of the benchmark corpus (CORPUS/public/manifest.jsonl, default /tmp/deepocr-corpus; built
@@ -16,9 +16,11 @@ Test set, all at the text estimator's resolution (long side WORK_LONG_SIDE, ~120
   levels), a dark scanner border or punch holes;
 - blank scans made the same way from a white page (noise, bleed-through, punch holes, dark borders).
 
-Prints the blank, orientation (per angle and script) and skew figures, the ms per page of each step on one core,
-and, with --big-pdf, the time to convert a PDF of that many blank pages end to end (tiny random checkpoint; the
-model is never called) beside the time to render its pages.
+Prints the blank, orientation (per angle and script) and skew figures, the ms per page of each step on one core;
+with --pdf, the blank figures again with the hard cases' and the blank scans read as a run reads a scanned PDF
+of JPEG or of PNG (Flate) pages (drawn by MuPDF, and decoded from each page's image); and, with --big-pdf, the time to convert a PDF of that many
+blank pages end to end (tiny random checkpoint; the model is never called) beside the time to render its pages
+(the baseline run as main runs: every page rendered for its verdict, every checkpoint synced).
 """
 
 from __future__ import annotations
@@ -238,6 +240,8 @@ def run(args: argparse.Namespace) -> dict:
     # labels, a chemical drawing or a photo has no lines to tell up from down by)
     white = np.full_like(text[0][2], 255)
     results = {name: _new_result() for name in analysers}
+    hard_gray = {name: gray for name, _script, gray in hard}
+    pdf_scans: list[tuple[str, bool, np.ndarray]] = []  # (name, blank, scan) for --pdf
     for name, script, gray in text + hard:
         upright_lines = _analyse(gray)[0].lines
         # a real scan in the corpus is skewed already: the truth is its own skew plus the one applied
@@ -248,12 +252,16 @@ def run(args: argparse.Namespace) -> dict:
                 angle = rng.uniform(-10, 10)
                 other = text[rng.randrange(len(text))][2] if rng.random() < 0.5 else None
                 g = degrade(gray, rng, other, angle, turns)
+                if args.pdf and (gray is hard_gray.get(name)):
+                    pdf_scans.append((f"{name} turn{turns * 90}", False, g))
                 for label, fn in analysers.items():
                     _score_text(results[label], fn(g), name, script, turns, upright_lines, base, angle)
     for _ in range(args.blank):
         turns = rng.randrange(4)
         other = text[rng.randrange(len(text))][2] if rng.random() < 0.6 else None
         g = degrade(white, rng, other, rng.uniform(-10, 10), turns)
+        if args.pdf:
+            pdf_scans.append((f"blank{len(pdf_scans)}", True, g))
         for label, fn in analysers.items():
             results[label]["blank_total"] += 1
             results[label]["blank_found"] += fn(g).blank
@@ -270,7 +278,46 @@ def run(args: argparse.Namespace) -> dict:
             res["ms"]["all"].append(min(_timed(fn, g)[1] for _ in range(3)))
     for res in results.values():
         res["pages"] = {"text": len(text), "hard": len(hard)}
+    if args.pdf:
+        for label, res in results.items():
+            res["pdf"] = through_pdf(pdf_scans, modules[label], fast=label == "this")
     return results
+
+
+def through_pdf(scans: list[tuple[str, bool, np.ndarray]], mod, fast: bool) -> dict:
+    """The blank verdicts on scans read as a run reads a scanned PDF (each scan one page: a JPEG of quality 90, or
+    a PNG, which PDF stores Flate-compressed): drawn by MuPDF at the estimator's resolution, and (``fast``) decoded
+    from the page's own image (deepocr_cli.inputs.scanpage)."""
+    from deepocr_cli.inputs.render import open_document
+    from deepocr_cli.run.scanprep import analysis_gray
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("JPEG", "PNG"):
+            path = Path(tmp) / f"scans-{fmt}.pdf"
+            doc = pymupdf.open()
+            for _name, _blank, g in scans:
+                h, w = g.shape
+                buf = io.BytesIO()
+                Image.fromarray(g).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+                pw, ph = (A4[0], A4[0] * h / w) if h >= w else (A4[1], A4[1] * h / w)
+                doc.new_page(width=pw, height=ph).insert_image(pymupdf.Rect(0, 0, pw, ph), stream=buf.getvalue(),
+                                                               keep_proportion=False)
+            doc.save(path)
+            doc.close()
+            with open_document(path) as reader:
+                for way in ("render", "image") if fast else ("render",):
+                    false, found, total = [], 0, 0
+                    for i, (name, blank, _g) in enumerate(scans):
+                        v = mod.analyse_scan(analysis_gray(reader, i, None, fast=way == "image"))
+                        if blank:
+                            total += 1
+                            found += v.blank
+                        elif v.blank:
+                            false.append(name)
+                    out[f"{fmt} page, {way}"] = {"false_blanks": false, "hard_scans": len(scans) - total,
+                                                 "blank_found": found, "blank_total": total}
+    return out
 
 
 def _new_result() -> dict:
@@ -310,6 +357,7 @@ def big_blank_pdf(pages: int, modules: dict) -> dict:
     from deepocr_cli.options import ConvertOptions
     from deepocr_cli.run import scanprep
     from deepocr_cli.run.convert import convert
+    from deepocr_cli.run.state import PartialPages
 
     rng = np.random.default_rng(5)
     out: dict = {"pages": pages}
@@ -349,19 +397,29 @@ def big_blank_pdf(pages: int, modules: dict) -> dict:
             return eng
 
         engine = factory()  # loaded before the clock starts: the run is timed, not the checkpoint's loading
-        real_verdict = scanprep.analyse_scan
+        real_verdict, real_image, real_append = scanprep.analyse_scan, scanprep.scan_page_image, PartialPages.append
+
+        def synced(self, page, sync=True):  # noqa: ANN001 - main syncs every page's checkpoint
+            real_append(self, page, True)
+
+        # the baseline as main runs it (every page rendered for its verdict, every checkpoint synced); this
+        # checkout as it runs, and once more with its pages rendered (the path of a PDF page that is not one JPEG)
+        runs = [(label, mod, label != "baseline") for label, mod in modules.items()]
+        runs.append(("this, rendered", modules["this"], False))
         try:
-            for label, mod in modules.items():
+            for label, mod, fast in runs:
                 scanprep.analyse_scan = mod.analyse_scan
+                scanprep.scan_page_image = real_image if fast else (lambda *a, **k: None)
+                PartialPages.append = real_append if label != "baseline" else synced
                 calls.clear()
                 t0, c0 = time.perf_counter(), time.process_time()
-                report = convert([pdf], ConvertOptions(model=str(ckpt), output_dir=tmpd / f"out-{label}",
+                report = convert([pdf], ConvertOptions(model=str(ckpt), output_dir=tmpd / f"out-{len(out)}",
                                                        mode="tiny", deep=False), engine_factory=lambda: engine)
                 out[label] = {"convert_s": round(time.perf_counter() - t0, 2),
                               "convert_cpu_s": round(time.process_time() - c0, 2), "model_calls": len(calls),
                               "status": report.files[0].status, "blank_pages": report.files[0].blank_pages}
         finally:
-            scanprep.analyse_scan = real_verdict
+            scanprep.analyse_scan, scanprep.scan_page_image, PartialPages.append = real_verdict, real_image, real_append
     return out
 
 
@@ -385,6 +443,10 @@ def _report(r: dict, args: argparse.Namespace) -> None:
         within = sum(1 for x in e if x <= 0.5) / len(e)
         print(f"skew: |error| <= 0.5 deg on {100 * within:.1f}% of {len(e)} upright-turned scans; median "
               f"{statistics.median(e):.2f}, p95 {e[int(0.95 * (len(e) - 1))]:.2f}, max {e[-1]:.2f} deg")
+    for way, q in r.get("pdf", {}).items():
+        print(f"blank through a PDF ({way}): false blanks {len(q['false_blanks'])} of {q['hard_scans']} hard-case "
+              f"scans {q['false_blanks'][:10]}; blank scans called blank {q['blank_found']}/{q['blank_total']} "
+              f"({100 * q['blank_found'] / max(q['blank_total'], 1):.1f}%)")
     ms = r["ms"]
     print("CPU ms/page, one core, best of 3 (median / p90): "
           + ", ".join(f"{k} {statistics.median(v):.1f} / {sorted(v)[int(0.9 * (len(v) - 1))]:.1f}"
@@ -400,6 +462,7 @@ def main() -> None:
     ap.add_argument("--big-pdf", type=int, default=0, help="pages of the blank PDF converted end to end")
     ap.add_argument("--quick", action="store_true", help="a twelfth of the text pages")
     ap.add_argument("--baseline", default="", help="scan.py of another checkout, measured beside this one")
+    ap.add_argument("--pdf", action="store_true", help="also read the hard cases and blank scans as a scanned PDF")
     args = ap.parse_args()
     t0 = time.perf_counter()
     results = run(args) if args.variants or args.blank else {}

@@ -45,12 +45,19 @@ def plan_page(reader: DocumentReader, index: int, options: ConvertOptions,
 
 
 def page_is_blank(reader: DocumentReader, index: int) -> bool:
-    """Whether scan preparation calls the page blank (convert then skips the model for it)."""
+    """Whether scan preparation calls the page blank (convert then skips the model for it), read as convert reads
+    it: a scanned PDF page from its own image (deepocr_cli.inputs.scanpage), another PDF page rendered."""
+    from deepocr_cli.inputs.scanpage import scan_page_image
     from deepocr_cli.planning.estimate import _render_gray
     from deepocr_cli.planning.image_estimate import work_gray
     from deepocr_cli.planning.scan import analyse_scan
+    from deepocr_cli.planning.textest import WORK_LONG_SIDE
 
-    gray = _render_gray(reader.pdf_page(index)) if reader.kind == "pdf" else work_gray(reader.render(index))
+    if reader.kind == "pdf":
+        scanned = scan_page_image(reader, index, WORK_LONG_SIDE)
+        gray = work_gray(scanned) if scanned is not None else _render_gray(reader.pdf_page(index))
+    else:
+        gray = work_gray(reader.render(index))
     return analyse_scan(gray, rotate=False, deskew=False).blank
 
 

@@ -13,9 +13,11 @@ noise, rules and frames removed), so that blank pages, turned pages and skewed p
    analysis runs on it: its characters and lines decide the blank verdict; patches cut around its fragments go
    to a small learned classifier (deepocr_cli.planning.orient) that tells, summed over the page, by how much that
    reading is turned from upright: 0 or 180 degrees, or 90 / 270 when the profiles' axis runs across the lines.
-3. A page is blank when the estimator finds no text on it and no patch of ink the size of a small figure is
-   left outside its margins (punch holes and scanner borders lie in them); text whose ink is faint and soft
-   (bleed-through from the other side) does not count.
+3. A page is blank when no patch of ink that stands out of the page's noise is left outside its margins (punch
+   holes and scanner borders lie in them; a page number or a short line makes three cells and more), none is
+   still there on the page reduced 2x2 (bleed-through's specks are not), and no faint print lines up under the
+   noise (``deepocr_cli.planning.faint``: sharp steps lined up; bleed-through is blurred). A page with nothing
+   BLANK_MIN_CONTRAST darker than its paper is blank at once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from deepocr_cli.planning.faint import dark_reduced_cells, line_variation
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
 from deepocr_cli.planning.orient import line_patches, shipped_model, turn_scores
 from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profiles, search_skew, straighten
@@ -54,19 +57,31 @@ CELL = 8
 CELL_MIN_INK = 8
 BLANK_MAX_CELLS = 2
 MARGIN_FRAC = 0.02
-#: Print too faint to stand out of heavy noise pixel by pixel still lines up: a page whose cleaned ink is
-#: STRUCTURE_MIN times sharper along its best axis than across it, with STRUCTURE_MIN_CHARS characters on it, is
-#: not blank (noise is the same along both axes). A lower bar (1.08, or any ink share of 1e-4) saved no more
-#: light-grey pages on the bench and lost 6% of the blank scans.
-STRUCTURE_MIN = 1.15
-STRUCTURE_MIN_CHARS = 20
-#: Paper noise (gray levels) below which two characters found by the estimator are text whatever their size.
+#: Print too faint to stand out of heavy noise pixel by pixel still lines up, and its strokes are sharp: on the
+#: page reduced 2x2 (which halves pixel noise), steps of at least LINE_STEP gray levels (and NOISE_K deviations of
+#: the reduced page's noise) between neighbouring pixels, summed along the best line direction, swing from line to line LINED_MIN times more along one axis than
+#: along the other (deepocr_cli.planning.faint). Noise steps are everywhere; a resampled scan's beat swings along
+#: both axes; bleed-through from the other side is blurred and faint, its steps stay below LINE_STEP; a page
+#: number or a line is too short to matter (the cells decide those). On the bench's seed 18, as arrays and drawn
+#: by MuPDF at 0.7x, 1x and 1.8x: blank scans up to 2.05, light-grey print (60-75%) under heavy noise 5.1 and up.
+LINE_STEP = 40
+LINED_MIN = 3.0
+#: Pages with at most this many content cells have them confirmed on the page reduced 2x2 (SURE_CELL_INK of a
+#: cell's 16 reduced pixels at least the ink level darker than the paper, that level taken from the reduced page's
+#: own noise): print stays dark when four pixels are averaged, specks of noise on bleed-through do not.
+SURE_MAX_CELLS = 150
+SURE_CELL_INK = 1
+#: Paper noise (gray levels) below which two characters found by the estimator are text whatever their size, when
+#: some content cell holds print.
 CLEAN_NOISE = 4.0
 #: Punch holes and scanner borders: cells darker than DARK_CELL x the paper inside the band of EDGE_BAND x the
-#: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within one cell of
-#: them is their rim, not print.
+#: page's short side along each edge (holes sit 8-15 mm in, borders at the edge); the ink within RIM_CELLS cells
+#: of them is their rim, not print.
 DARK_CELL = 0.45
 EDGE_BAND = 0.09
+#: how far (cells) the rim reaches: two, because a hole's edge can lie 11 px from its nearest fully dark cell, and
+#: a scan drawn at another scale (a PDF page rendered) blurs and widens it
+RIM_CELLS = 2
 #: Light print on dark bars (slide themes, table heads, inverted titles): the estimator's ink is polarity-aware, so
 #: a pixel at least BLANK_MIN_CONTRAST lighter than its BAR_BLOCK-px block's mean, in a block DARK_BAR_CONTRAST
 #: darker than the paper, with both its neighbours along the row as dark (a bar, not a bold word), is print too
@@ -156,10 +171,11 @@ def _dark_cells(gray: np.ndarray, paper: float, level: float) -> tuple[np.ndarra
     dark[band:-band, band:-band] = False
     if not dark.any():
         return np.zeros((h, w), dtype=bool), toned
-    p = np.pad(dark, 1)
+    r = RIM_CELLS
+    p = np.pad(dark, r)
     near = np.zeros(dark.shape, dtype=bool)
-    for dy in range(3):
-        for dx in range(3):
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
             near |= p[dy : dy + dark.shape[0], dx : dx + dark.shape[1]]
     return np.repeat(np.repeat(near, c, axis=0), c, axis=1)[:h, :w], toned
 
@@ -204,9 +220,12 @@ def clean_ink(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarr
     if light is not None:
         printed |= light
     printed &= ~edges
-    measures = {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level), "toned_cells": toned}
+    # "print": some pixel is BLANK_MIN_CONTRAST darker than the paper with two such neighbours
+    dark_print = bool(np.count_nonzero(printed) >= BLANK_SHORTCUT_PIXELS or _with_neighbours(printed).any())
+    measures = {"paper": round(paper), "noise": round(sigma, 1), "ink_level": round(level), "toned_cells": toned,
+                "print": dark_print}
     # a superset of the kept ink (ink & printed) is empty: so is it (looked at only where little is dark at all)
-    if np.count_nonzero(printed) < BLANK_SHORTCUT_PIXELS and not _with_neighbours(printed).any():
+    if not dark_print:
         empty = np.zeros(gray.shape, dtype=bool)
         return empty, empty, measures
     if ink is None:
@@ -233,7 +252,40 @@ def _content_cells(strong: np.ndarray) -> int:
     return int(np.count_nonzero(count >= CELL_MIN_INK))
 
 
+def sure_cells(gray: np.ndarray, strong: np.ndarray, paper: float) -> int:
+    """Content cells (see _content_cells) whose print is still dark on the page reduced 2x2 (SURE_CELL_INK)."""
+    ok = dark_reduced_cells(gray, paper, BLANK_MIN_CONTRAST, NOISE_K, CELL // 2, SURE_CELL_INK)
+    sure = np.zeros(strong.shape, dtype=bool)
+    up = np.repeat(np.repeat(ok, CELL, axis=0), CELL, axis=1)[: strong.shape[0], : strong.shape[1]]
+    sure[: up.shape[0], : up.shape[1]] = up
+    return _content_cells(strong & sure)
+
+
+def black_cells(gray: np.ndarray, noise: dict) -> int:
+    """Content cells of print twice the ink level darker than the paper (with two such neighbours, outside the
+    edges' holes and borders), whatever the estimator's ink says: on a nearly empty noisy page its binarisation
+    can take a page number's block for a dark one and keep the paper around the digits instead of them."""
+    paper, level = float(noise["paper"]), float(noise["ink_level"])
+    black = gray <= np.uint8(max(paper - 2 * level, 0))
+    if not black.any():
+        return 0
+    black &= ~_dark_cells(gray, paper, level)[0]
+    return _content_cells(_with_neighbours(black))
+
+
+def lined_print(gray: np.ndarray, paper: float) -> float:
+    """The line measure of LINED_MIN, the rims of punch holes and scanner borders left out."""
+    return line_variation(gray, _dark_cells(gray, paper, BLANK_MIN_CONTRAST)[0], LINE_STEP, NOISE_K)
+
+
 # --------------------------------------------------------------------------- the verdict
+
+
+def blank_at_once(noise: dict) -> bool:
+    """Blank without further analysis (``clean_ink``'s measures): nothing on the page is BLANK_MIN_CONTRAST
+    darker than its paper with two such neighbours (so no ink is kept, no character found, no line lined up) and
+    no toned patch; the full verdict is blank as well."""
+    return not noise["print"] and noise["toned_cells"] == 0
 
 
 def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, deskew: bool = True) -> ScanVerdict:
@@ -249,6 +301,9 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         The verdict; apply it with ``deepocr_cli.planning.upright.prepare_page``.
     """
     weak, strong, noise = clean_ink(gray)
+    if blank and blank_at_once(noise):  # the verdict below would be blank too; skip the line search
+        measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise, "black_cells": 0}
+        return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
     axis_rows, structure, a_rows, a_cols = True, 1.0, 0.0, 0.0
     if weak.any():
@@ -269,10 +324,20 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     if blank:
         cells = _content_cells(strong)
         measure.update(content_cells=cells, **noise)
-        lined = structure >= STRUCTURE_MIN and est.chars >= STRUCTURE_MIN_CHARS
-        # on a clean page (a born-digital image, a quiet scanner) nothing fakes characters: tiny print counts
-        lined |= noise["noise"] < CLEAN_NOISE and est.chars >= 2
-        is_blank = cells <= BLANK_MAX_CELLS and noise["toned_cells"] == 0 and not lined
+        is_blank = noise["toned_cells"] == 0 and cells <= SURE_MAX_CELLS
+        if is_blank and cells > BLANK_MAX_CELLS:  # print stays dark on the page reduced 2x2, noise specks do not
+            measure["sure_cells"] = sure_cells(gray, strong, noise["paper"])
+            is_blank = measure["sure_cells"] <= BLANK_MAX_CELLS
+        if is_blank and noise["noise"] < CLEAN_NOISE and est.chars >= 2:
+            # on a clean page (a born-digital image, a quiet scanner) nothing fakes characters: with a patch of
+            # print, however small, they are text (pepper specks and bleed-through fill no cell)
+            is_blank = cells == 0
+        if is_blank and cells <= BLANK_MAX_CELLS:
+            measure["black_cells"] = black_cells(gray, noise)
+            is_blank = measure["black_cells"] <= BLANK_MAX_CELLS
+        if is_blank and noise["print"]:  # faint print lines up (nothing to line up where nothing is dark)
+            measure["lined"] = round(lined_print(gray, noise["paper"]), 2)
+            is_blank = measure["lined"] < LINED_MIN
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate:

@@ -41,7 +41,7 @@ def finish_page(ctx: RunContext, work: Page) -> None:
     doc.done[page.index] = page
     if doc.partial is not None and page.error is None:  # a failed page is retried by the next run
         try:
-            doc.partial.append(page)
+            doc.partial.append(page, sync=not page.blank)  # a blank page costs only its verdict to redo
         except Exception as e:  # noqa: BLE001 - losing the checkpoint costs a rerun some work, nothing else
             log.warning("cannot record progress of %r: %s", doc.src.path, reason(e))
     ctx.reporter.page_done(str(doc.src.path), page)

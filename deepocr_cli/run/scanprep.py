@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from deepocr_cli.inputs.render import DocumentReader
+from deepocr_cli.inputs.scanpage import scan_page_image
 from deepocr_cli.options import ConvertOptions
 from deepocr_cli.outputs.parse import COORD_MAX
 from deepocr_cli.outputs.results import PageResult
@@ -16,10 +17,15 @@ from deepocr_cli.planning.textest import WORK_LONG_SIDE
 from deepocr_cli.planning.upright import PageTransform, transform_for
 
 
-def analysis_gray(reader: DocumentReader, index: int, image: Image.Image | None) -> np.ndarray:
-    """The page in gray at the estimator's resolution: a small render of a PDF page, or the decoded image reduced."""
+def analysis_gray(reader: DocumentReader, index: int, image: Image.Image | None, fast: bool = True) -> np.ndarray:
+    """The page in gray at the estimator's resolution: the decoded image reduced; for a PDF page, its own JPEG
+    when the page is one scanned image (``fast``; see deepocr_cli.inputs.scanpage: a blank page then costs a
+    decode, not a render), else a small render."""
     if image is None:
-        return reader.render_gray(index, WORK_LONG_SIDE)
+        scanned = scan_page_image(reader, index, WORK_LONG_SIDE) if fast else None
+        if scanned is None:
+            return reader.render_gray(index, WORK_LONG_SIDE)
+        image = scanned
     return work_gray(image)
 
 

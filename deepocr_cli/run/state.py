@@ -332,12 +332,14 @@ class PartialPages:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def append(self, page: PageResult) -> None:
-        """Record one finished page durably."""
+    def append(self, page: PageResult, sync: bool = True) -> None:
+        """Record one finished page, durably unless ``sync`` is off (a page that is cheap to redo, such as a
+        blank one: the next synced page or the document's end makes it durable; a crash before costs its redo)."""
         with self.path.open("a", encoding="utf-8", errors="surrogateescape") as f:
             f.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
 
     def remove(self) -> None:
         """Delete the record once the document's outputs are written."""
