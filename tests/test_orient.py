@@ -165,3 +165,76 @@ def test_an_upside_down_cjk_scan_is_converted_upright(random_checkpoint: Path, t
     page = json.loads((tmp_path / "upside.json").read_text())["pages"][0]
     assert page["scan"]["rotation"] == 180 and page["scan"]["orientation"] == "turned"
     assert (page["width"], page["height"]) == source.size
+
+
+def _bar_slide(cjk: bool) -> np.ndarray:
+    """A slide of a dark-themed deck: light title text in a dark bar along the top edge, two dark blocks with
+    light headings over lighter bodies of dark text, a dark footer bar with light text."""
+    rng = random.Random(3)
+    doc = pymupdf.open()
+    w, h = 420.0, 315.0
+    page = doc.new_page(width=w, height=h)
+    font, size = ("china-s", 14) if cjk else ("helv", 13)
+
+    def words(n: int) -> str:
+        if cjk:
+            return "".join(rng.choice(HANZI) for _ in range(n))
+        return " ".join(rng.choice(PROSE).split()[rng.randrange(8)] for _ in range(max(1, n // 3)))
+
+    page.draw_rect(pymupdf.Rect(0, 0, w, 42), color=None, fill=(0.25, 0.2, 0.45))
+    page.insert_text((18, 30), words(7) + " XXXX", fontsize=18, fontname=font, color=(1, 1, 1))
+    for y in (80.0, 170.0):
+        page.draw_rect(pymupdf.Rect(24, y, w - 24, y + 24), color=None, fill=(0.3, 0.3, 0.3))
+        page.draw_rect(pymupdf.Rect(24, y + 24, w - 24, y + 70), color=None, fill=(0.88, 0.88, 0.88))
+        page.insert_text((34, y + 17), words(6), fontsize=size, fontname=font, color=(1, 1, 1))
+        page.insert_text((44, y + 44), "• " + words(9), fontsize=size - 2, fontname=font)
+        page.insert_text((44, y + 62), "• " + words(8), fontsize=size - 2, fontname=font)
+    page.draw_rect(pymupdf.Rect(0, h - 16, w, h), color=None, fill=(0.25, 0.2, 0.45))
+    page.insert_text((18, h - 5), words(5), fontsize=8, fontname=font, color=(1, 1, 1))
+    return _render_gray(page).copy()
+
+
+@pytest.mark.parametrize("cjk", [True, False], ids=["cjk", "latin"])
+def test_a_skewed_slide_with_dark_bars_comes_back_upright(cjk: bool) -> None:
+    # the bars' skewed edges are runs of ink, not glyphs; their light text is what tells which way up the page is
+    # (main before this check: the Latin slide skewed 8 degrees and turned 90 read as turned 270, 13.7 nats)
+    wrong = []
+    for angle in (-9.0, -6.0, 4.0, 8.0):
+        slide = Image.fromarray(_bar_slide(cjk)).rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
+        for turns in range(4):
+            verdict = analyse_scan(_scan(np.asarray(slide), turns, sigma=12.0, seed=turns))
+            if verdict.rotation != 90 * turns or verdict.orientation_score < 4.0:
+                wrong.append((angle, 90 * turns, verdict.rotation, verdict.orientation))
+    assert not wrong
+
+
+def test_bar_ink_keeps_the_light_text_and_drops_the_bar_and_its_edge() -> None:
+    from deepocr_cli.planning.scan import DARK_BAR_CONTRAST, _clean
+
+    gray = np.full((400, 600), 240, dtype=np.uint8)
+    bar = np.zeros_like(gray, dtype=bool)
+    for x in range(40, 560):  # a bar skewed 3 degrees: its edges a staircase of runs
+        top = 150 + int(x * 0.05)
+        bar[top : top + 60, x] = True
+    gray[bar] = 50
+    letters = np.zeros_like(bar)
+    for x0 in range(80, 500, 40):  # light strokes well inside the bar
+        letters[175 + int(x0 * 0.05) : 195 + int(x0 * 0.05), x0 : x0 + 4] = True
+    gray[letters] = 235
+    weak, _, noise, light = _clean(gray)
+    assert light is not None
+    ink = orient.bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
+    assert np.count_nonzero(ink & letters) > 0.8 * np.count_nonzero(letters)
+    # the cleaned ink holds the bar's staircase edges (488 px here); a fifth of that is left at most (the bar's ends)
+    assert np.count_nonzero(ink & ~letters) < 0.2 * np.count_nonzero(weak & ~letters)
+
+
+def test_patches_that_hold_only_a_rule_are_left_out() -> None:
+    rule = np.zeros((orient.PATCH_H, orient.PATCH_W), dtype=np.float32)
+    rule[8:10, :] = 1.0
+    text = np.zeros_like(rule)
+    text[4:12, 2:30:4] = 1.0
+    across = np.zeros_like(rule)
+    across[:, 15:17] = 1.0  # a rule across the reading: a vertical one
+    kept = orient._without_rules(np.stack([rule.ravel(), text.ravel(), across.ravel()]))
+    assert kept.shape[0] == 1 and np.array_equal(kept[0], text.ravel())

@@ -141,10 +141,13 @@ def line_patches(lines: np.ndarray, detail: dict, max_patches: int = MAX_PATCHES
     np.minimum.at(top, line, y0)
     np.maximum.at(bottom, line, y1)
     height = (bottom - top)[line].astype(np.float64)
-    ok = height <= MAX_LINE_FACTOR * max(float(np.median(height)), 1.0)
     # fragments on lines of several fragments: text; a lone fragment is as often a speck, a figure's detail or
-    # a glyph slice
-    long = ok & (np.bincount(line, minlength=nl)[line] >= MIN_LINE_FRAGMENTS)
+    # a glyph slice. The typical line height is taken on those lines when there are enough (specks of noise on
+    # a sparse page, a slide, would make it theirs and leave the text's lines out as too tall)
+    several = np.bincount(line, minlength=nl)[line] >= MIN_LINE_FRAGMENTS
+    typical = height[several] if np.count_nonzero(several) >= MIN_LONG_PATCHES else height
+    ok = height <= MAX_LINE_FACTOR * max(float(np.median(typical)), 1.0)
+    long = ok & several
     if np.count_nonzero(long) >= MIN_LONG_PATCHES:
         ok = long
     idx = np.flatnonzero(ok)
@@ -168,7 +171,27 @@ def line_patches(lines: np.ndarray, detail: dict, max_patches: int = MAX_PATCHES
     s &= rin[:, :, None] & cin[:, None, :]
     u = s.view(np.uint8)
     p = u[:, 0::2, 0::2] + u[:, 1::2, 0::2] + u[:, 0::2, 1::2] + u[:, 1::2, 1::2]  # [P, H, W], 0-4
-    return p.reshape(len(idx), -1).astype(np.float32) * np.float32(0.25)
+    return _without_rules(p.reshape(len(idx), -1).astype(np.float32) * np.float32(0.25))
+
+
+#: A patch whose ink lies (RULE_MASS of it) within RULE_ROWS adjacent rows is a rule, the edge of a bar or a box,
+#: an underline: no glyph (text's x-height alone takes a third of a patch's rows). It tells nothing of which way
+#: up the text is, and the edges of dark bars, sheared straight, read as a line of something turned.
+RULE_ROWS = 3
+RULE_MASS = 0.9
+
+
+def _without_rules(patches: np.ndarray) -> np.ndarray:
+    """``patches`` [P, PATCH_H * PATCH_W] without those that are rules (see RULE_ROWS)."""
+    if len(patches) == 0:
+        return patches
+    p = patches.reshape(len(patches), PATCH_H, PATCH_W)
+    keep = np.ones(len(patches), dtype=bool)
+    for profile in (p.sum(axis=2), p.sum(axis=1)):  # along the rows (a rule), along the columns (a rule across)
+        c = np.concatenate([np.zeros((len(p), 1), dtype=np.float32), profile.cumsum(axis=1)], axis=1)
+        band = (c[:, RULE_ROWS:] - c[:, :-RULE_ROWS]).max(axis=1)
+        keep &= band < RULE_MASS * np.maximum(c[:, -1], 1e-6)
+    return patches[keep]
 
 
 def turn_scores(
@@ -200,3 +223,47 @@ def turn_scores(
             if np.diff(np.sort(total))[-1] >= enough:
                 return total, n
     return total, n
+
+
+#: Light print on a dark bar (``scan._light_on_dark``) is kept for the patches only where at least BAR_SHARE of
+#: the pixels within BAR_REACH px are dark: inside the bar. The paper along a bar's edge (which the bar's blocks
+#: also mark as light, and which the page's skew makes a staircase of rule-like runs once sheared straight) has
+#: under half of its surroundings dark, and is left out.
+BAR_REACH = 6
+BAR_SHARE = 0.55
+#: Dark pixels with BAR_SHARE of their surroundings dark are the bar's body, not print.
+
+
+def bar_text_ink(gray: np.ndarray, weak: np.ndarray, light: np.ndarray, dark_level: float) -> np.ndarray:
+    """The ink the patches are cut from on a page with dark bars, bool [H, W]: ``weak`` (the cleaned ink) without
+    its light-on-dark part ``light`` and without the bars' body (dark pixels with BAR_SHARE of their surroundings
+    darker than ``dark_level``), plus the light pixels inside a bar (BAR_SHARE of their surroundings dark) with
+    two such neighbours. This also keeps the text of a bar along the page's edge (a slide's title), which the
+    cleaning drops as a scanner border's rim. Only the rows of blocks ``light`` marks are looked at; ``weak``
+    itself is returned when none holds a light pixel.
+    """
+    lit = light.any(axis=1)
+    if not lit.any():
+        return weak
+    r = BAR_REACH
+    near = np.convolve(lit, np.ones(2 * r + 1, dtype=bool), mode="same") > 0  # rows within r of a lit row
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], near.view(np.int8), [0]])))
+    out = weak & ~light
+    for top, bottom in zip(edges[0::2], edges[1::2], strict=True):  # each run of such rows
+        _bar_rows(gray[top:bottom], out[top:bottom], lit[top:bottom, None], dark_level)
+    return out
+
+
+def _bar_rows(gray: np.ndarray, out: np.ndarray, lit: np.ndarray, dark_level: float) -> None:
+    """bar_text_ink on a run of rows: ``out`` (a view of the result) loses the bars' body and gains their text."""
+    r, k = BAR_REACH, 2 * BAR_REACH + 1
+    dark = gray < dark_level
+    c = np.pad(dark.view(np.uint8), ((r + 1, r), (0, 0))).cumsum(axis=0, dtype=np.int16)
+    c = np.pad((c[k:] - c[:-k]).astype(np.uint8), ((0, 0), (r + 1, r))).cumsum(axis=1, dtype=np.int16)
+    deep = ((c[:, k:] - c[:, :-k]) >= BAR_SHARE * k * k) & lit  # BAR_SHARE of the surroundings dark
+    inside = deep & ~dark
+    p = np.pad(inside, 1).view(np.uint8)
+    n = p[:-2] + p[1:-1] + p[2:]
+    inside &= (n[:, :-2] + n[:, 1:-1] + n[:, 2:] - inside.view(np.uint8)) >= 2
+    out &= ~(deep & dark)
+    out |= inside

@@ -29,7 +29,7 @@ from PIL import Image
 
 from deepocr_cli.planning.faint import dark_reduced_cells, line_variation
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
-from deepocr_cli.planning.orient import line_patches, shipped_model, turn_scores
+from deepocr_cli.planning.orient import bar_text_ink, line_patches, shipped_model, turn_scores
 from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profiles, search_skew, straighten
 
 #: Orientation (deepocr_cli.planning.orient): the best rotation's summed log-likelihood over the page's patches
@@ -88,6 +88,8 @@ RIM_CELLS = 2
 #: (it was dropped as "not dark" before, and so were the slide's lines).
 BAR_BLOCK = 16
 DARK_BAR_CONTRAST = 80.0
+#: Dark bars' text, not their edges, is read for orientation when that changes BAR_CHANGED of the ink (analyse_scan).
+BAR_CHANGED = 0.02
 #: Pages with fewer dark pixels than this are first checked for a blank shortcut (no dark pixel with two dark
 #: neighbours: nothing can be kept, the binarisation is skipped); pages of print have far more.
 BLANK_SHORTCUT_PIXELS = 20000
@@ -204,11 +206,17 @@ def _light_on_dark(gray: np.ndarray, paper: float) -> np.ndarray | None:
 
 
 def clean_ink(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``_clean``'s weak and strong ink and measures (see there)."""
+    return _clean(gray, ink)[:3]
+
+
+def _clean(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
     """The estimator's ink without specks, faint marks (bleed-through) and the rims of punch holes and scanner
     borders (``weak``), the part of it that stands out of the paper's noise (``strong``; see NOISE_K), and the
     measures used. ``ink``: the estimator's ink mask (``ink_mask(gray)``), computed here only when some pixel of
     the page could be kept (on a blank page none is: no pixel is BLANK_MIN_CONTRAST darker than the paper with
-    two such neighbours, so the binarisation is skipped and the result is the same)."""
+    two such neighbours, so the binarisation is skipped and the result is the same). Also returned: the light
+    print on dark bars (``_light_on_dark``, None without bars)."""
     cum = np.cumsum(np.bincount(gray[::4, ::4].ravel(), minlength=256))
     paper = float(np.searchsorted(cum, cum[-1] / 2))
     sigma = _texture_sigma(gray)
@@ -227,14 +235,14 @@ def clean_ink(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarr
     # a superset of the kept ink (ink & printed) is empty: so is it (looked at only where little is dark at all)
     if not dark_print:
         empty = np.zeros(gray.shape, dtype=bool)
-        return empty, empty, measures
+        return empty, empty, measures, light
     if ink is None:
         ink = ink_mask(gray)
     weak = _with_neighbours(ink & printed)
     strong = weak & (gray <= np.uint8(max(paper - level, 0)))
     if light is not None:
         strong |= weak & light
-    return weak, strong, measures
+    return weak, strong, measures, light
 
 
 def _content_cells(strong: np.ndarray) -> int:
@@ -300,21 +308,12 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     Returns:
         The verdict; apply it with ``deepocr_cli.planning.upright.prepare_page``.
     """
-    weak, strong, noise = clean_ink(gray)
+    weak, strong, noise, light = _clean(gray)
     if blank and blank_at_once(noise):  # the verdict below would be blank too; skip the line search
         measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise, "black_cells": 0}
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
-    axis_rows, structure, a_rows, a_cols = True, 1.0, 0.0, 0.0
-    if weak.any():
-        prof, xc = profiles(weak)
-        a_rows, s_rows, _ = search_skew(prof, xc)
-        prof_t, xc_t = column_profiles(weak)
-        a_cols, s_cols, _ = search_skew(prof_t, xc_t)
-        # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
-        a_cols = -a_cols
-        structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
-        axis_rows = not rotate or s_rows >= s_cols
+    axis_rows, structure, a_rows, a_cols = _axes(weak, rotate)
     angle = a_rows if axis_rows else a_cols
     lines = straighten(weak, axis_rows, angle)
     est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
@@ -341,11 +340,32 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate:
+        # dark bars (slide titles, table heads): the patches are cut from their text, not their edges, which a skew
+        # makes staircases of runs (orient.bar_text_ink); the axes are searched again on that ink
+        bars = weak if light is None else bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
+        if np.count_nonzero(bars ^ weak) > BAR_CHANGED * np.count_nonzero(weak):
+            weak = bars
+            axis_rows, _, a_rows, a_cols = _axes(weak, rotate)
+            angle = a_rows if axis_rows else a_cols
+            skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
+            lines = straighten(weak, axis_rows, angle)
+            detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)[1]
         # read along the sharper axis: the classifier tells which way up the text is, and also when that axis
         # runs across the lines (a close call: code, tables, reference cards), which the profiles cannot
         rotation, orientation, score, skew = _orientation(gray, weak, axis_rows, lines, detail, a_rows, a_cols,
                                                           skew if axis_rows else 0.0, deskew)
     return ScanVerdict(False, measure, rotation, orientation, score, skew)
+
+
+def _axes(weak: np.ndarray, rotate: bool) -> tuple[bool, float, float, float]:
+    """Lines along the rows (the sharper axis; always without ``rotate``), structure, angle on rows and columns."""
+    if not weak.any():
+        return True, 1.0, 0.0, 0.0
+    a_rows, s_rows, _ = search_skew(*profiles(weak))
+    a_cols, s_cols, _ = search_skew(*column_profiles(weak))
+    # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
+    structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
+    return not rotate or s_rows >= s_cols, structure, a_rows, -a_cols
 
 
 def _orientation(
@@ -362,15 +382,13 @@ def _orientation(
     if margin < ORIENT_MARGIN and ORIENT_RAW_INK:
         ink = ink_mask(gray)
         if ink.any():
-            r_rows, s_rows, _ = search_skew(*profiles(ink))
-            r_cols, s_cols, _ = search_skew(*column_profiles(ink))
-            rows = s_rows >= s_cols
-            raw = straighten(ink, rows, r_rows if rows else -r_cols)
+            rows, _, r_rows, r_cols = _axes(ink, True)
+            raw = straighten(ink, rows, r_rows if rows else r_cols)
             raw_detail = _analyse(np.broadcast_to(np.uint8(0), raw.shape), ink=raw)[1]
-            raw_scores, raw_n = _vote(ink, rows, raw, raw_detail, r_rows, -r_cols)
+            raw_scores, raw_n = _vote(ink, rows, raw, raw_detail, r_rows, r_cols)
             raw_margin = float(np.diff(np.sort(raw_scores))[-1]) if raw_n else 0.0
             if raw_margin >= ORIENT_MARGIN and raw_n >= ORIENT_MIN_PATCHES:
-                scores, n, margin, a_rows, a_cols = raw_scores, raw_n, raw_margin, r_rows, -r_cols
+                scores, n, margin, a_rows, a_cols = raw_scores, raw_n, raw_margin, r_rows, r_cols
     if n < ORIENT_MIN_PATCHES or margin < ORIENT_MARGIN:
         return 0, "undecided", margin, kept_skew
     rotation = 90 * int(np.argmax(scores))
