@@ -165,3 +165,17 @@ def test_an_upside_down_cjk_scan_is_converted_upright(random_checkpoint: Path, t
     page = json.loads((tmp_path / "upside.json").read_text())["pages"][0]
     assert page["scan"]["rotation"] == 180 and page["scan"]["orientation"] == "turned"
     assert (page["width"], page["height"]) == source.size
+
+
+def test_light_print_drowned_in_noise_is_left_as_it_is_rather_than_turned_at_a_guess() -> None:
+    # 72%-gray print under noise sigma 30 and JPEG 30: its patches tell little, yet summed over 100-170 of them the
+    # margin passed a fixed 4 nats, and upright or upside-down copies of these pages were turned the wrong way.
+    from test_blank import _scanned, _text_page
+
+    for seed in range(3):
+        page = _scanned(_text_page(gray=0.72), sigma=30, quality=30, seed=seed)
+        for turns in (0, 2):
+            verdict = analyse_scan(np.ascontiguousarray(np.rot90(page, turns)))
+            assert not verdict.blank
+            assert verdict.rotation in (180 * (turns == 2), 0), (seed, turns, verdict)  # right, or left alone
+            assert verdict.orientation in ("undecided", "upright" if turns == 0 else "turned"), (seed, turns)

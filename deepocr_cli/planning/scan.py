@@ -36,6 +36,14 @@ from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profi
 #: must beat the next one's by ORIENT_MARGIN (nats), on at least ORIENT_MIN_PATCHES patches, else undecided.
 ORIENT_MARGIN = 4.0
 ORIENT_MIN_PATCHES = 6
+#: ... and by ORIENT_MARGIN_PER_ROOT * sqrt(patches): patches that tell nothing (light print drowned in noise)
+#: still sum to a margin that grows like the square root of their number, so a fixed margin alone lets a page of
+#: 150 such patches be turned the wrong way with "7 nats". Readable pages reach 5 per root patch and more,
+#: noise-drowned ones 0.1-1.4 (clean CJK, whose patches each say less, 1.3-1.8): those are left as they are
+#: (undecided) rather than turned at a guess. The retry on the raw ink, noisier by nature, needs
+#: ORIENT_RAW_PER_ROOT.
+ORIENT_MARGIN_PER_ROOT = 1.0
+ORIENT_RAW_PER_ROOT = 1.5
 #: When reading along the sharper axis leaves the margin under this, the page is also read along the other axis
 #: (close calls: code, tables, CJK set on a square grid) and both readings' patches vote.
 ORIENT_SECOND_READING = 12.0
@@ -359,7 +367,7 @@ def _orientation(
     the angle measured along the axis the rotation puts the lines on; the score is the margin (nats)."""
     scores, n = _vote(weak, axis_rows, lines, detail, a_rows, a_cols)
     margin = float(np.diff(np.sort(scores))[-1]) if n else 0.0
-    if margin < ORIENT_MARGIN and ORIENT_RAW_INK:
+    if not _decided(margin, n) and ORIENT_RAW_INK:
         ink = ink_mask(gray)
         if ink.any():
             r_rows, s_rows, _ = search_skew(*profiles(ink))
@@ -369,14 +377,19 @@ def _orientation(
             raw_detail = _analyse(np.broadcast_to(np.uint8(0), raw.shape), ink=raw)[1]
             raw_scores, raw_n = _vote(ink, rows, raw, raw_detail, r_rows, -r_cols)
             raw_margin = float(np.diff(np.sort(raw_scores))[-1]) if raw_n else 0.0
-            if raw_margin >= ORIENT_MARGIN and raw_n >= ORIENT_MIN_PATCHES:
+            if _decided(raw_margin, raw_n, ORIENT_RAW_PER_ROOT):
                 scores, n, margin, a_rows, a_cols = raw_scores, raw_n, raw_margin, r_rows, -r_cols
-    if n < ORIENT_MIN_PATCHES or margin < ORIENT_MARGIN:
+    if not _decided(margin, n):
         return 0, "undecided", margin, kept_skew
     rotation = 90 * int(np.argmax(scores))
     angle = a_rows if rotation in (0, 180) else a_cols
     skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     return rotation, "upright" if rotation == 0 else "turned", margin, skew
+
+
+def _decided(margin: float, patches: int, per_root: float = ORIENT_MARGIN_PER_ROOT) -> bool:
+    """Whether a reading's margin (nats) over ``patches`` patches is clear enough to turn the page."""
+    return patches >= ORIENT_MIN_PATCHES and margin >= max(ORIENT_MARGIN, per_root * patches ** 0.5)
 
 
 def _vote(
