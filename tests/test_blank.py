@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pymupdf
 import pytest
+from page_helpers import prose_page
 from PIL import Image, ImageDraw, ImageFilter
 
 from deepocr_cli.inputs.render import open_document
@@ -20,18 +21,12 @@ from deepocr_cli.planning import scan
 from deepocr_cli.planning.estimate import _render_gray
 from deepocr_cli.planning.scan import BLANK_MAX_CELLS, LINED_MIN, analyse_scan
 from deepocr_cli.run import scanprep
-from deepocr_cli.sample_docs import PROSE
 
 A4 = (595.0, 842.0)
 
 
 def _text_page(fontsize: float = 10.0, gray: float = 0.0, paragraphs: int = 8) -> np.ndarray:
-    doc = pymupdf.open()
-    page = doc.new_page(width=A4[0], height=A4[1])
-    text = "\n\n".join((PROSE * 4)[:paragraphs])
-    page.insert_textbox(pymupdf.Rect(60, 60, A4[0] - 60, A4[1] - 60), text, fontsize=fontsize, fontname="helv",
-                        color=(gray, gray, gray))
-    return _render_gray(page).copy()
+    return prose_page(paragraphs, fontsize, gray, "helv", 4)
 
 
 def _scanned(gray: np.ndarray, *, paper: float = 225, sigma: float = 30, quality: int = 35, seed: int = 0,

@@ -197,15 +197,18 @@ def _bar_slide(cjk: bool) -> np.ndarray:
 @pytest.mark.parametrize("cjk", [True, False], ids=["cjk", "latin"])
 def test_a_skewed_slide_with_dark_bars_comes_back_upright(cjk: bool) -> None:
     # the bars' skewed edges are runs of ink, not glyphs; their light text is what tells which way up the page is
-    # (main before this check: the Latin slide skewed 8 degrees and turned 90 read as turned 270, 13.7 nats)
-    wrong = []
+    # (main before this check: the Latin slide skewed 8 degrees and turned 90 read as turned 270, 13.7 nats).
+    # Every scan comes back upright; one of the 16 may be left as it is ("undecided", the margin short of the
+    # 1 nat per root patch a turn needs), none is turned the wrong way.
+    wrong, undecided = [], 0
     for angle in (-9.0, -6.0, 4.0, 8.0):
         slide = Image.fromarray(_bar_slide(cjk)).rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
         for turns in range(4):
             verdict = analyse_scan(_scan(np.asarray(slide), turns, sigma=12.0, seed=turns))
-            if verdict.rotation != 90 * turns or verdict.orientation_score < 4.0:
-                wrong.append((angle, 90 * turns, verdict.rotation, verdict.orientation))
-    assert not wrong
+            undecided += verdict.orientation == "undecided"
+            if verdict.rotation != 90 * turns and verdict.orientation != "undecided":
+                wrong.append((angle, 90 * turns, verdict.rotation, round(verdict.orientation_score, 1)))
+    assert not wrong and undecided <= 1, (wrong, undecided)
 
 
 def test_bar_ink_keeps_the_light_text_and_drops_the_bar_and_its_edge() -> None:
@@ -238,3 +241,17 @@ def test_patches_that_hold_only_a_rule_are_left_out() -> None:
     across[:, 15:17] = 1.0  # a rule across the reading: a vertical one
     kept = orient._without_rules(np.stack([rule.ravel(), text.ravel(), across.ravel()]))
     assert kept.shape[0] == 1 and np.array_equal(kept[0], text.ravel())
+
+
+def test_light_print_drowned_in_noise_is_left_as_it_is_rather_than_turned_at_a_guess() -> None:
+    # 72%-gray print under noise sigma 30 and JPEG 30: its patches tell little, yet summed over 100-170 of them the
+    # margin passed a fixed 4 nats, and upright or upside-down copies of these pages were turned the wrong way.
+    from test_blank import _scanned, _text_page
+
+    for seed in range(3):
+        page = _scanned(_text_page(gray=0.72), sigma=30, quality=30, seed=seed)
+        for turns in (0, 2):
+            verdict = analyse_scan(np.ascontiguousarray(np.rot90(page, turns)))
+            assert not verdict.blank
+            assert verdict.rotation in (180 * (turns == 2), 0), (seed, turns, verdict)  # right, or left alone
+            assert verdict.orientation in ("undecided", "upright" if turns == 0 else "turned"), (seed, turns)

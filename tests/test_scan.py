@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pymupdf
 import pytest
+from page_helpers import prose_page
 from PIL import Image, ImageDraw, ImageFilter
 
 from deepocr_cli.options import ConvertOptions
@@ -24,12 +25,7 @@ A4 = (595.0, 842.0)
 
 
 def _text_page(paragraphs: int = 6, fontsize: float = 10.0, gray: float = 0.0) -> np.ndarray:
-    doc = pymupdf.open()
-    page = doc.new_page(width=A4[0], height=A4[1])
-    text = "\n\n".join((PROSE * 3)[:paragraphs])
-    page.insert_textbox(pymupdf.Rect(60, 60, A4[0] - 60, A4[1] - 60), text, fontsize=fontsize, fontname="tiro",
-                        color=(gray, gray, gray))
-    return _render_gray(page).copy()
+    return prose_page(paragraphs, fontsize, gray, "tiro", 3)
 
 
 def _scan(gray: np.ndarray, sigma: float = 8.0, quality: int = 60, seed: int = 0) -> np.ndarray:

@@ -30,12 +30,20 @@ from PIL import Image
 from deepocr_cli.planning.faint import dark_reduced_cells, line_variation
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
 from deepocr_cli.planning.orient import bar_text_ink, line_patches, shipped_model, turn_scores
-from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, column_profiles, profiles, search_skew, straighten
+from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, line_axes, straighten
 
 #: Orientation (deepocr_cli.planning.orient): the best rotation's summed log-likelihood over the page's patches
 #: must beat the next one's by ORIENT_MARGIN (nats), on at least ORIENT_MIN_PATCHES patches, else undecided.
 ORIENT_MARGIN = 4.0
 ORIENT_MIN_PATCHES = 6
+#: ... and by ORIENT_MARGIN_PER_ROOT * sqrt(patches): patches that tell nothing (light print drowned in noise)
+#: still sum to a margin that grows like the square root of their number, so a fixed margin alone lets a page of
+#: 150 such patches be turned the wrong way with "7 nats". Readable pages reach 5 per root patch and more,
+#: noise-drowned ones 0.1-1.4 (clean CJK, whose patches each say less, 1.3-1.8): those are left as they are
+#: (undecided) rather than turned at a guess. The retry on the raw ink, noisier by nature, needs
+#: ORIENT_RAW_PER_ROOT.
+ORIENT_MARGIN_PER_ROOT = 1.0
+ORIENT_RAW_PER_ROOT = 1.5
 #: When reading along the sharper axis leaves the margin under this, the page is also read along the other axis
 #: (close calls: code, tables, CJK set on a square grid) and both readings' patches vote.
 ORIENT_SECOND_READING = 12.0
@@ -88,8 +96,7 @@ RIM_CELLS = 2
 #: (it was dropped as "not dark" before, and so were the slide's lines).
 BAR_BLOCK = 16
 DARK_BAR_CONTRAST = 80.0
-#: Dark bars' text, not their edges, is read for orientation when that changes BAR_CHANGED of the ink (analyse_scan).
-BAR_CHANGED = 0.02
+BAR_CHANGED = 0.02  # dark bars' text, not edges, is read for orientation when that changes this much of the ink
 #: Pages with fewer dark pixels than this are first checked for a blank shortcut (no dark pixel with two dark
 #: neighbours: nothing can be kept, the binarisation is skipped); pages of print have far more.
 BLANK_SHORTCUT_PIXELS = 20000
@@ -313,7 +320,7 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise, "black_cells": 0}
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
-    axis_rows, structure, a_rows, a_cols = _axes(weak, rotate)
+    axis_rows, structure, a_rows, a_cols = line_axes(weak, rotate)
     angle = a_rows if axis_rows else a_cols
     lines = straighten(weak, axis_rows, angle)
     est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
@@ -340,12 +347,11 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
     if rotate:
-        # dark bars (slide titles, table heads): the patches are cut from their text, not their edges, which a skew
-        # makes staircases of runs (orient.bar_text_ink); the axes are searched again on that ink
+        # dark bars (slide titles, table heads): their text is read, not their skewed edges (orient.bar_text_ink)
         bars = weak if light is None else bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
         if np.count_nonzero(bars ^ weak) > BAR_CHANGED * np.count_nonzero(weak):
             weak = bars
-            axis_rows, _, a_rows, a_cols = _axes(weak, rotate)
+            axis_rows, _, a_rows, a_cols = line_axes(weak, rotate)
             angle = a_rows if axis_rows else a_cols
             skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
             lines = straighten(weak, axis_rows, angle)
@@ -355,17 +361,6 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
         rotation, orientation, score, skew = _orientation(gray, weak, axis_rows, lines, detail, a_rows, a_cols,
                                                           skew if axis_rows else 0.0, deskew)
     return ScanVerdict(False, measure, rotation, orientation, score, skew)
-
-
-def _axes(weak: np.ndarray, rotate: bool) -> tuple[bool, float, float, float]:
-    """Lines along the rows (the sharper axis; always without ``rotate``), structure, angle on rows and columns."""
-    if not weak.any():
-        return True, 1.0, 0.0, 0.0
-    a_rows, s_rows, _ = search_skew(*profiles(weak))
-    a_cols, s_cols, _ = search_skew(*column_profiles(weak))
-    # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
-    structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
-    return not rotate or s_rows >= s_cols, structure, a_rows, -a_cols
 
 
 def _orientation(
@@ -379,22 +374,27 @@ def _orientation(
     the angle measured along the axis the rotation puts the lines on; the score is the margin (nats)."""
     scores, n = _vote(weak, axis_rows, lines, detail, a_rows, a_cols)
     margin = float(np.diff(np.sort(scores))[-1]) if n else 0.0
-    if margin < ORIENT_MARGIN and ORIENT_RAW_INK:
+    if not _decided(margin, n) and ORIENT_RAW_INK:
         ink = ink_mask(gray)
         if ink.any():
-            rows, _, r_rows, r_cols = _axes(ink, True)
+            rows, _, r_rows, r_cols = line_axes(ink, True)
             raw = straighten(ink, rows, r_rows if rows else r_cols)
             raw_detail = _analyse(np.broadcast_to(np.uint8(0), raw.shape), ink=raw)[1]
             raw_scores, raw_n = _vote(ink, rows, raw, raw_detail, r_rows, r_cols)
             raw_margin = float(np.diff(np.sort(raw_scores))[-1]) if raw_n else 0.0
-            if raw_margin >= ORIENT_MARGIN and raw_n >= ORIENT_MIN_PATCHES:
+            if _decided(raw_margin, raw_n, ORIENT_RAW_PER_ROOT):
                 scores, n, margin, a_rows, a_cols = raw_scores, raw_n, raw_margin, r_rows, r_cols
-    if n < ORIENT_MIN_PATCHES or margin < ORIENT_MARGIN:
+    if not _decided(margin, n):
         return 0, "undecided", margin, kept_skew
     rotation = 90 * int(np.argmax(scores))
     angle = a_rows if rotation in (0, 180) else a_cols
     skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
     return rotation, "upright" if rotation == 0 else "turned", margin, skew
+
+
+def _decided(margin: float, patches: int, per_root: float = ORIENT_MARGIN_PER_ROOT) -> bool:
+    """Whether a reading's margin (nats) over ``patches`` patches is clear enough to turn the page."""
+    return patches >= ORIENT_MIN_PATCHES and margin >= max(ORIENT_MARGIN, per_root * patches ** 0.5)
 
 
 def _vote(

@@ -104,3 +104,17 @@ def shear(ink: np.ndarray, angle: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- blank
+
+
+def line_axes(ink: np.ndarray, rotate: bool = True) -> tuple[bool, float, float, float]:
+    """Which way the lines of ``ink`` (bool [H, W]) run and at what angle: whether along the rows (the axis whose
+    profiles are sharper; always the rows when ``rotate`` is off), the structure (the sharper axis' score over
+    the other's), and the lines' angle measured along the rows and along the columns (the latter as the page
+    turned clockwise would show it)."""
+    if not ink.any():
+        return True, 1.0, 0.0, 0.0
+    a_rows, s_rows, _ = search_skew(*profiles(ink))
+    a_cols, s_cols, _ = search_skew(*column_profiles(ink))
+    # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
+    structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
+    return not rotate or s_rows >= s_cols, structure, a_rows, -a_cols

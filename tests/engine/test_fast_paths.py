@@ -13,7 +13,7 @@ import logging
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from engine_helpers import lined_page
 
 from deepocr_cli import prompts
 from deepocr_cli.engine import load_engine
@@ -29,14 +29,6 @@ MODES = [Mode.TINY, Mode.SMALL, Mode.BASE, Mode.GUNDAM, Mode.TINY, Mode.SMALL, M
 CAPS = [9, 30, 4, 22, 15, 1, 27]
 
 
-def _page(width: int, height: int, text: str) -> Image.Image:
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    for i in range(0, height, 40):
-        draw.text((10, i), f"{text} line {i}", fill="black")
-    return img
-
-
 @pytest.fixture(scope="module")
 def engine(random_checkpoint):
     return load_engine(str(random_checkpoint), device="cpu")
@@ -46,7 +38,7 @@ def engine(random_checkpoint):
 def requests(engine):
     reqs = []
     for i, (mode, cap) in enumerate(zip(MODES, CAPS, strict=True)):
-        req = engine.prepare(_page(420 + 50 * i, 690 - 40 * i, str(i)), mode, prompts.MARKDOWN, tag=i)
+        req = engine.prepare(lined_page(420 + 50 * i, 690 - 40 * i, str(i)), mode, prompts.MARKDOWN, tag=i)
         req.max_new_tokens = cap
         reqs.append(req)
     return reqs
@@ -162,7 +154,7 @@ def test_a_failed_capture_retries_with_dense_moe_then_decodes_eagerly(engine, re
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph capture needs a CUDA device")
 def test_captured_graphs_replay_the_same_tokens(random_checkpoint, tmp_path):  # pragma: no cover - CUDA only
     eng = load_engine(str(random_checkpoint), device="cuda", dtype="bfloat16")
-    reqs = [eng.prepare(_page(500, 700, str(i)), Mode.SMALL, tag=i) for i in range(5)]
+    reqs = [eng.prepare(lined_page(500, 700, str(i)), Mode.SMALL, tag=i) for i in range(5)]
     plain = [r.token_ids for r in eng.generate(reqs, max_new_tokens=20, batch_size=4, ngram=NGRAM)]
     sched = eng.scheduler(4, NGRAM, cuda_graphs=True)
     got = [d.token_ids for d in sched.run([eng.engine_request(r, 20) for r in reqs])]
@@ -270,7 +262,7 @@ def test_pinned_pixels_are_a_no_op_without_cuda_and_keep_every_token(engine, req
     assert all(a is r.image for a, r in zip(again, requests, strict=True))
     try:
         engine.base.pin_memory = True  # on a CPU-only build pinned() hands the image back
-        repeat = [engine.prepare(_page(420 + 50 * i, 690 - 40 * i, str(i)), m, prompts.MARKDOWN, tag=i)
+        repeat = [engine.prepare(lined_page(420 + 50 * i, 690 - 40 * i, str(i)), m, prompts.MARKDOWN, tag=i)
                   for i, m in enumerate(MODES)]
     finally:
         engine.base.pin_memory = False

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from engine_helpers import lined_page
 
 from deepocr_cli import prompts
 from deepocr_cli.engine import load_engine
@@ -84,20 +84,12 @@ def engine(tmp_path_factory):
     return load_engine(str(path), device="cpu")
 
 
-def _page(width: int, height: int, text: str) -> Image.Image:
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    for i in range(0, height, 40):
-        draw.text((10, i), f"{text} line {i}", fill="black")
-    return img
-
-
 def test_batched_results_equal_one_at_a_time(engine):
     requests = [
-        engine.prepare(_page(300, 400, "a"), Mode.TINY),
-        engine.prepare(_page(800, 600, "b"), Mode.SMALL, prompt=prompts.FREE_OCR),
-        engine.prepare(_page(700, 900, "c"), Mode.LARGE),
-        engine.prepare(_page(500, 500, "d"), Mode.BASE, prompt=prompts.PARSE_FIGURE),
+        engine.prepare(lined_page(300, 400, "a"), Mode.TINY),
+        engine.prepare(lined_page(800, 600, "b"), Mode.SMALL, prompt=prompts.FREE_OCR),
+        engine.prepare(lined_page(700, 900, "c"), Mode.LARGE),
+        engine.prepare(lined_page(500, 500, "d"), Mode.BASE, prompt=prompts.PARSE_FIGURE),
     ]
     ngram = NGramConfig(size=2, window=10)  # small n so the blocker actually fires in 10 tokens
     batched = engine.generate(requests, max_new_tokens=10, batch_size=4, ngram=ngram)
@@ -112,7 +104,7 @@ def test_batched_results_equal_one_at_a_time(engine):
 
 def test_mixed_mode_batch_keeps_request_order_and_tags(engine):
     modes = [Mode.GUNDAM, Mode.TINY, Mode.LARGE, Mode.SMALL]
-    requests = [engine.prepare(_page(640, 900, m.value), m, tag=m.value) for m in modes]
+    requests = [engine.prepare(lined_page(640, 900, m.value), m, tag=m.value) for m in modes]
     results = engine.generate(requests, max_new_tokens=3, batch_size=4)
     assert [r.tag for r in results] == [m.value for m in modes]
     assert [r.num_image_embeddings for r in results] == [903, 73, 421, 111]
@@ -120,7 +112,7 @@ def test_mixed_mode_batch_keeps_request_order_and_tags(engine):
 
 
 def test_random_checkpoint_never_stops_and_is_flagged_truncated(engine):
-    request = engine.prepare(_page(400, 300, "x"), Mode.TINY)
+    request = engine.prepare(lined_page(400, 300, "x"), Mode.TINY)
     (result,) = engine.generate([request], max_new_tokens=12)
     assert result.truncated
     assert result.generated_tokens == len(result.token_ids) == 12
@@ -132,7 +124,7 @@ def test_random_checkpoint_never_stops_and_is_flagged_truncated(engine):
 
 
 def test_max_new_tokens_is_bounded_by_the_context_length(engine):
-    request = engine.prepare(_page(400, 300, "x"), Mode.TINY)
+    request = engine.prepare(lined_page(400, 300, "x"), Mode.TINY)
     limit = engine.config.decoder.max_position_embeddings
     request.prompt_ids = request.prompt_ids + [100] * (limit - len(request.prompt_ids) - 2)
     (result,) = engine.generate([request], max_new_tokens=50)
@@ -142,7 +134,7 @@ def test_max_new_tokens_is_bounded_by_the_context_length(engine):
 def test_ignore_eos_generates_a_fixed_length(tmp_path):
     path = write_random_checkpoint(tmp_path / "s", size="tiny", seed=1, script="Hi there")
     eng = load_engine(str(path), device="cpu")
-    request = eng.prepare(_page(300, 300, "y"), Mode.TINY, prompt=prompts.FREE_OCR)
+    request = eng.prepare(lined_page(300, 300, "y"), Mode.TINY, prompt=prompts.FREE_OCR)
     (stopped,) = eng.generate([request], max_new_tokens=10)
     (fixed,) = eng.generate([request], max_new_tokens=10, ignore_eos=True)
     assert not stopped.truncated and stopped.token_ids[-1] == eng.special.eos

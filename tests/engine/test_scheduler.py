@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from engine_helpers import lined_page
 
 from deepocr_cli import prompts
 from deepocr_cli.engine import load_engine
@@ -21,14 +21,6 @@ MODES = [Mode.TINY, Mode.SMALL, Mode.BASE, Mode.TINY, Mode.GUNDAM, Mode.SMALL, M
 CAPS = [7, 41, 3, 60, 25, 1, 33, 12, 50, 19]  # mixed output lengths
 
 
-def _page(width: int, height: int, text: str) -> Image.Image:
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    for i in range(0, height, 40):
-        draw.text((10, i), f"{text} line {i}", fill="black")
-    return img
-
-
 @pytest.fixture(scope="module")
 def engine(random_checkpoint):
     return load_engine(str(random_checkpoint), device="cpu")
@@ -39,7 +31,7 @@ def requests(engine):
     reqs = []
     for i, (mode, cap) in enumerate(zip(MODES, CAPS, strict=True)):
         prompt = prompts.FREE_OCR if i % 3 == 1 else prompts.MARKDOWN
-        req = engine.prepare(_page(400 + 60 * i, 700 - 30 * i, str(i)), mode, prompt, tag=i)
+        req = engine.prepare(lined_page(400 + 60 * i, 700 - 30 * i, str(i)), mode, prompt, tag=i)
         req.max_new_tokens = cap
         reqs.append(req)
     return reqs
@@ -128,11 +120,11 @@ def test_a_request_too_large_for_the_budget_fails_alone(engine, requests):
 
 def test_scripted_pages_stop_on_eos_next_to_capped_ones(scripted_checkpoint):
     eng = load_engine(str(scripted_checkpoint), device="cpu")
-    script_len = len(eng.generate([eng.prepare(_page(300, 300, "s"), Mode.TINY)], max_new_tokens=200)[0].token_ids)
+    script_len = len(eng.generate([eng.prepare(lined_page(300, 300, "s"), Mode.TINY)], max_new_tokens=200)[0].token_ids)
     caps = [200, 5, 200, script_len - 1, 200, 9]
     reqs = []
     for i, cap in enumerate(caps):
-        r = eng.prepare(_page(300 + 50 * i, 400, str(i)), [Mode.TINY, Mode.SMALL][i % 2], tag=i)
+        r = eng.prepare(lined_page(300 + 50 * i, 400, str(i)), [Mode.TINY, Mode.SMALL][i % 2], tag=i)
         r.max_new_tokens = cap
         reqs.append(r)
     sched = eng.scheduler(2, NGramConfig())
