@@ -30,11 +30,6 @@ CAPS = [9, 30, 4, 22, 15, 1, 27]
 
 
 @pytest.fixture(scope="module")
-def engine(random_checkpoint):
-    return load_engine(str(random_checkpoint), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def requests(engine):
     reqs = []
     for i, (mode, cap) in enumerate(zip(MODES, CAPS, strict=True)):

@@ -22,11 +22,6 @@ CAPS = [7, 41, 3, 60, 25, 1, 33, 12, 50, 19]  # mixed output lengths
 
 
 @pytest.fixture(scope="module")
-def engine(random_checkpoint):
-    return load_engine(str(random_checkpoint), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def requests(engine):
     reqs = []
     for i, (mode, cap) in enumerate(zip(MODES, CAPS, strict=True)):

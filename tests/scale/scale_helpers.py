@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from deepocr_cli.options import ConvertOptions
+from deepocr_cli.run.convert import convert
+from deepocr_cli.run.report import RunReport
 
 #: Keys that legitimately differ between runs: seconds per stage, and the write time of each output that the
 #: hidden state record keeps (.NAME.deepocr-state.json; the files' sizes and digests are still compared).
 TIMING_KEYS = {"timing", "mtime_ns"}
+
+
+def convert_on(engine: Any, paths: list[Path], opts: ConvertOptions) -> RunReport:
+    """Convert ``paths`` on an engine the test opened (and watches), then stop its workers."""
+    try:
+        return convert(paths, opts, engine_factory=lambda: engine)
+    finally:
+        engine.close()
 
 
 def options(model: Path, out: Path, **kw) -> ConvertOptions:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from scale_helpers import differences, options, page_indices
+from scale_helpers import convert_on, differences, options, page_indices
 from typer.testing import CliRunner
 
 from deepocr_cli.cli import app
-from deepocr_cli.run.convert import convert
 from deepocr_cli.scale.engine import open_engine
 
 pytestmark = pytest.mark.slow
@@ -52,10 +51,7 @@ def test_a_killed_worker_has_its_pages_redone_elsewhere(scripted_checkpoint: Pat
             engine.backend.kill(worker)
 
     engine.dispatcher.on_dispatch = kill_once
-    try:
-        report = convert([workload], opts, engine_factory=lambda: engine)
-    finally:
-        engine.close()
+    report = convert_on(engine, [workload], opts)
     assert killed and killed[0] >= 1
     assert report.exit_code == 0
     assert sum(w["deaths"] for w in report.workers) == 1
@@ -78,10 +74,7 @@ def test_a_hung_worker_is_killed_after_the_timeout_and_its_pages_redone(scripted
             os.kill(engine.backend.pid(worker), signal.SIGSTOP)
 
     engine.dispatcher.on_dispatch = freeze_once
-    try:
-        report = convert([workload], opts, engine_factory=lambda: engine)
-    finally:
-        engine.close()
+    report = convert_on(engine, [workload], opts)
     assert frozen
     assert report.exit_code == 0
     assert sum(w["deaths"] for w in report.workers) == 1  # killed once, restarted, its pages redone
@@ -104,10 +97,7 @@ def test_a_page_that_keeps_killing_workers_is_failed_not_retried_forever(scripte
     # Whichever worker is given the poison page dies, every time.
     engine.dispatcher.on_dispatch = lambda w, tasks: (
         engine.backend.kill(w) if any(t.pixels.size == (333, 222) for t in tasks) else None)
-    try:
-        report = convert([src], opts, engine_factory=lambda: engine)
-    finally:
-        engine.close()
+    report = convert_on(engine, [src], opts)
     status = {Path(f.source).name: f for f in report.files}
     assert status["fine.png"].status == "converted"
     assert status["poison.png"].status == "failed" and "lost 2 worker(s)" in status["poison.png"].reason

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from scale_helpers import differences, options, page_indices
+from scale_helpers import convert_on, differences, options, page_indices
 
 from deepocr_cli.engine import load_engine
 from deepocr_cli.planning.modes import Mode
@@ -49,10 +49,7 @@ def test_a_killed_actor_has_its_pages_redone_on_another(ray_instance, scripted_c
             engine.backend.kill(worker)  # ray.kill: the actor dies with the batch in flight
 
     engine.dispatcher.on_dispatch = kill_once
-    try:
-        report = convert([workload], opts, engine_factory=lambda: engine)
-    finally:
-        engine.close()
+    report = convert_on(engine, [workload], opts)
     assert killed
     assert report.exit_code == 0
     assert sum(w["deaths"] for w in report.workers) == 1
