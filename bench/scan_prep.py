@@ -1,7 +1,7 @@
 """Measure scan preparation (deepocr_cli/planning/scan.py): blank pages, orientation, skew, and their cost.
 
 Usage: python bench/scan_prep.py [CORPUS] [--variants N] [--seed S] [--blank N] [--big-pdf PAGES] [--quick]
-       [--baseline OTHER/deepocr_cli/planning/scan.py] [--pdf]
+       [--baseline OTHER/deepocr_cli/planning/scan.py [--baseline-weights OTHER/.../orient_weights.npz]] [--pdf]
 
 Test set, all at the text estimator's resolution (long side WORK_LONG_SIDE, ~120 dpi on A4):
 - text pages: every page of the benchmark corpus (CORPUS/public/manifest.jsonl, default /tmp/deepocr-corpus; built
@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepocr_cli.planning import scan  # noqa: E402
+from deepocr_cli.planning import orient, scan  # noqa: E402
 from deepocr_cli.planning.estimate import _render_gray  # noqa: E402
 from deepocr_cli.planning.image_estimate import _analyse, ink_mask  # noqa: E402
 from deepocr_cli.planning.textest import WORK_LONG_SIDE  # noqa: E402
@@ -219,7 +219,11 @@ def _load_baseline(path: str):
 
 def _modules(args: argparse.Namespace) -> dict:
     if args.baseline:
-        return {"baseline": _load_baseline(args.baseline), "this": scan}
+        base = _load_baseline(args.baseline)
+        if args.baseline_weights:  # the baseline reads its orientation with these weights (e.g. main's)
+            model = orient.load_model(Path(args.baseline_weights))
+            base.shipped_model = lambda: model
+        return {"baseline": base, "this": scan}
     return {"this": scan}
 
 
@@ -462,6 +466,7 @@ def main() -> None:
     ap.add_argument("--big-pdf", type=int, default=0, help="pages of the blank PDF converted end to end")
     ap.add_argument("--quick", action="store_true", help="a twelfth of the text pages")
     ap.add_argument("--baseline", default="", help="scan.py of another checkout, measured beside this one")
+    ap.add_argument("--baseline-weights", default="", help="orientation weights (.npz) the baseline reads with")
     ap.add_argument("--pdf", action="store_true", help="also read the hard cases and blank scans as a scanned PDF")
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Train the orientation classifier of scan preparation (deepocr_cli/planning/orient.py) from pages it renders.
 
-Usage: python bench/train_orientation.py [--pages 1000] [--val-pages 200] [--seed 1] [--epochs 8]
+Usage: python bench/train_orientation.py [--pages 1000] [--val-pages 200] [--seed 1] [--epochs 8] [--big-cjk 0]
        [--out deepocr_cli/planning/orient_weights.npz]
 
 Deterministic for a given seed, Python and PyMuPDF (torch on 1 thread). Nothing of the benchmark (the corpus,
@@ -13,7 +13,8 @@ sample_docs, bench/scan_prep.py's hard cases) is read: every page is made here w
   filled and stroked as bold);
 - layouts: prose in one or two columns with titles, code listings, tables of short cells (with rules and a dark
   header row), slides (landscape, white titles on dark bars, a few bullet lines), reference cards (three narrow
-  columns of small print), sparse pages; print from black to light grey;
+  columns of small print), sparse pages; with --big-cjk S, a share S of the CJK pages slides of large glyphs
+  (24-60 pt lines, titles and light text on dark bars; off by default); print from black to light grey;
 - scanned: skewed +-10 degrees, turned 0/90/180/270, paper tone, bleed-through of the previous page, Gaussian noise,
   salt and pepper, blur, JPEG.
 
@@ -151,14 +152,18 @@ def _line(src: Source, rng: random.Random, lang: str, width: float, fs: float, f
     return src.cjk(rng, lang, max(1, int(width / fs)))
 
 
-def make_page(src: Source, rng: random.Random) -> tuple[np.ndarray, str]:
-    """One rendered page (gray, at the estimator's resolution) and its script."""
+def make_page(src: Source, rng: random.Random, big_cjk: float = 0.0) -> tuple[np.ndarray, str]:
+    """One rendered page (gray, at the estimator's resolution) and its script; ``big_cjk``: the share of CJK
+    pages made slides of large glyphs (0, the default, draws nothing more from ``rng``: the shipped weights'
+    pages)."""
     lang = rng.choice(["latin", "latin", "latin", "zh", "zht", "ja", "ko"])
     cjk_font = {"zh": "china-s", "zht": "china-t", "ja": "japan", "ko": "korea"}.get(lang)
     kind = rng.choice(["prose", "prose", "prose", "code", "table", "slide", "card", "sparse"])
+    if big_cjk and lang != "latin" and rng.random() < big_cjk:  # CJK glyphs 24-60 pt: titles, bars, sparse lines
+        kind = "bigslide"
     if kind == "code" and lang != "latin" and rng.random() < 0.6:
         lang, cjk_font = "latin", None
-    landscape = kind == "slide" or rng.random() < 0.1
+    landscape = kind in ("slide", "bigslide") or rng.random() < 0.1
     w, h = (842.0, 595.0) if landscape else (595.0, 842.0)
     doc = pymupdf.open()
     page = doc.new_page(width=w, height=h)
@@ -229,6 +234,8 @@ def make_page(src: Source, rng: random.Random) -> tuple[np.ndarray, str]:
                 _put(page, m + c * cw + 2, y, cell, fs, font, (1, 1, 1) if head else color, bold)
             if ruled:
                 page.draw_line((m, m + (r + 1) * rh), (w - m, m + (r + 1) * rh), color=(0.3,) * 3, width=0.5)
+    elif kind == "bigslide":
+        _big_slide(page, src, rng, lang, w, h, m, color, font_for())
     else:  # slide: a dark title bar with light text, a few bullet lines
         bar = rng.uniform(50, 90)
         shade = rng.uniform(0.05, 0.35)
@@ -255,6 +262,34 @@ def make_page(src: Source, rng: random.Random) -> tuple[np.ndarray, str]:
     gray = _render_gray(page).copy()
     doc.close()
     return gray, "latin" if lang == "latin" else "cjk"
+
+
+def _big_slide(page, src: Source, rng: random.Random, lang: str, w: float, h: float, m: float, color, font: str
+               ) -> None:
+    """A slide of large glyphs: maybe a dark title bar along the top, then a few lines of 24-60 pt, some of them
+    light text on dark bars, some short (a heading, a label), with wide gaps."""
+    y = m
+    shade = rng.uniform(0.05, 0.4)
+    fill = (shade, shade * rng.uniform(0.6, 1.2) % 1, shade * rng.uniform(0.8, 1.5) % 1)
+    if rng.random() < 0.6:
+        tfs = rng.uniform(28, 60)
+        bar = tfs * rng.uniform(1.5, 2.2)
+        page.draw_rect(pymupdf.Rect(0, 0, w, bar), color=None, fill=fill)
+        _put(page, m, bar * 0.5 + tfs * 0.35, _line(src, rng, lang, rng.uniform(0.3, 0.85) * (w - 2 * m), tfs, font),
+             tfs, font, (1, 1, 1), bold=rng.random() < 0.5)
+        y = bar + tfs * rng.uniform(0.6, 1.2)
+    while y < h - m:
+        fs = rng.uniform(24, 60)
+        y += fs * rng.uniform(1.2, 2.4)
+        if y > h - m * 0.5:
+            break
+        text = _line(src, rng, lang, rng.uniform(0.15, 1.0) * (w - 2 * m), fs, font)
+        if rng.random() < 0.3:  # light text on a dark bar
+            page.draw_rect(pymupdf.Rect(m - 6, y - 1.05 * fs, rng.uniform(0.6, 1) * w, y + 0.35 * fs), color=None,
+                           fill=fill)
+            _put(page, m, y, text, fs, font, (1, 1, 1), rng.random() < 0.4)
+        else:
+            _put(page, m + rng.uniform(0, 0.2) * w, y, text, fs, font, color, rng.random() < 0.3)
 
 
 def _figure(page, rng: random.Random, w: float, h: float) -> None:
@@ -331,7 +366,7 @@ def readings(gray: np.ndarray) -> list[tuple[int, np.ndarray, dict]]:
     return out
 
 
-def dataset(n_pages: int, seed: int, log: bool = True) -> tuple[np.ndarray, np.ndarray, list]:
+def dataset(n_pages: int, seed: int, log: bool = True, big_cjk: float = 0.0) -> tuple[np.ndarray, np.ndarray, list]:
     """Patches [N, H*W] (uint8 quarters of ink), labels [N] (turn class) and per page (turns, script, per
     reading (turned, patches))."""
     rng = random.Random(seed)
@@ -340,7 +375,7 @@ def dataset(n_pages: int, seed: int, log: bool = True) -> tuple[np.ndarray, np.n
     prev = None
     t0 = time.perf_counter()
     for i in range(n_pages):
-        gray, script = make_page(src, rng)
+        gray, script = make_page(src, rng, big_cjk)
         turns = rng.randrange(4)
         scanned = scan_it(gray, rng, prev, turns)
         prev = gray
@@ -441,6 +476,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--channels", default="8,16", help="channels of the 3x3 convolutions (none: an MLP)")
     ap.add_argument("--hidden", default="64", help="sizes of the hidden dense layers")
+    ap.add_argument("--big-cjk", type=float, default=0.0,
+                    help="share of CJK pages made slides of large glyphs (BENCHMARKS 9.0e: 0.3 did not help)")
     ap.add_argument("--save-data", default="", help="keep the rendered patches in this .npz (to refit fast)")
     ap.add_argument("--load-data", default="", help="refit on patches kept by --save-data")
     ap.add_argument("--out", default=str(orient.WEIGHTS))
@@ -451,9 +488,9 @@ def main() -> None:
             x, y, val = z["x"], z["y"], list(z["val"])
     else:
         print(f"rendering {args.pages} training pages (seed {args.seed})", flush=True)
-        x, y, _ = dataset(args.pages, args.seed)
+        x, y, _ = dataset(args.pages, args.seed, big_cjk=args.big_cjk)
         print(f"rendering {args.val_pages} validation pages (seed {args.seed + 1000})", flush=True)
-        _, _, val = dataset(args.val_pages, args.seed + 1000, log=False)
+        _, _, val = dataset(args.val_pages, args.seed + 1000, log=False, big_cjk=args.big_cjk)
         if args.save_data:
             np.savez(args.save_data, x=x, y=y, val=np.array(val, dtype=object))
     channels = [int(v) for v in args.channels.split(",") if v]
@@ -462,6 +499,8 @@ def main() -> None:
     convs, dense, _ = train(x, y, channels, hidden, args.epochs, args.seed)
     meta = {"pages": args.pages, "seed": args.seed, "epochs": args.epochs, "channels": channels, "hidden": hidden,
             "patches": int(len(x)), "made_by": "bench/train_orientation.py"}
+    if args.big_cjk:  # (only then: the default run writes the shipped file byte for byte)
+        meta["big_cjk"] = args.big_cjk
     orient.save_model(Path(args.out), convs, dense, meta)
     model = orient.load_model(Path(args.out))
     for margin in (0.0, 2.0, 4.0, 8.0):
