@@ -224,7 +224,7 @@ def test_bar_ink_keeps_the_light_text_and_drops_the_bar_and_its_edge() -> None:
     for x0 in range(80, 500, 40):  # light strokes well inside the bar
         letters[175 + int(x0 * 0.05) : 195 + int(x0 * 0.05), x0 : x0 + 4] = True
     gray[letters] = 235
-    weak, _, noise, light = _clean(gray)
+    weak, _, noise, light, _ = _clean(gray)
     assert light is not None
     ink = orient.bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
     assert np.count_nonzero(ink & letters) > 0.8 * np.count_nonzero(letters)

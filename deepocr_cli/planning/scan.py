@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from deepocr_cli.planning.faint import dark_reduced_cells, line_variation
-from deepocr_cli.planning.image_estimate import _analyse, ink_mask, work_gray
+from deepocr_cli.planning.image_estimate import ink_mask, work_gray
 from deepocr_cli.planning.orient import bar_text_ink, line_patches, shipped_model, turn_scores
-from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, line_axes, straighten
+from deepocr_cli.planning.skew import MAX_SKEW, MIN_SKEW, Reading, read_straight
 
 #: Orientation (deepocr_cli.planning.orient): the best rotation's summed log-likelihood over the page's patches
 #: must beat the next one's by ORIENT_MARGIN (nats), on at least ORIENT_MIN_PATCHES patches, else undecided.
@@ -217,13 +217,15 @@ def clean_ink(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarr
     return _clean(gray, ink)[:3]
 
 
-def _clean(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+def _clean(
+    gray: np.ndarray, ink: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None, np.ndarray | None]:
     """The estimator's ink without specks, faint marks (bleed-through) and the rims of punch holes and scanner
     borders (``weak``), the part of it that stands out of the paper's noise (``strong``; see NOISE_K), and the
     measures used. ``ink``: the estimator's ink mask (``ink_mask(gray)``), computed here only when some pixel of
     the page could be kept (on a blank page none is: no pixel is BLANK_MIN_CONTRAST darker than the paper with
     two such neighbours, so the binarisation is skipped and the result is the same). Also returned: the light
-    print on dark bars (``_light_on_dark``, None without bars)."""
+    print on dark bars (``_light_on_dark``, None without bars) and the estimator's ink (None when skipped)."""
     cum = np.cumsum(np.bincount(gray[::4, ::4].ravel(), minlength=256))
     paper = float(np.searchsorted(cum, cum[-1] / 2))
     sigma = _texture_sigma(gray)
@@ -242,14 +244,14 @@ def _clean(gray: np.ndarray, ink: np.ndarray | None = None) -> tuple[np.ndarray,
     # a superset of the kept ink (ink & printed) is empty: so is it (looked at only where little is dark at all)
     if not dark_print:
         empty = np.zeros(gray.shape, dtype=bool)
-        return empty, empty, measures, light
+        return empty, empty, measures, light, ink
     if ink is None:
         ink = ink_mask(gray)
     weak = _with_neighbours(ink & printed)
     strong = weak & (gray <= np.uint8(max(paper - level, 0)))
     if light is not None:
         strong |= weak & light
-    return weak, strong, measures, light
+    return weak, strong, measures, light, ink
 
 
 def _content_cells(strong: np.ndarray) -> int:
@@ -315,17 +317,13 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
     Returns:
         The verdict; apply it with ``deepocr_cli.planning.upright.prepare_page``.
     """
-    weak, strong, noise, light = _clean(gray)
+    weak, strong, noise, light, ink = _clean(gray)
     if blank and blank_at_once(noise):  # the verdict below would be blank too; skip the line search
         measure = {"text_chars": 0, "text_lines": 0, "structure": 1.0, "content_cells": 0, **noise, "black_cells": 0}
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
-    rotation, orientation, score, skew = 0, "off" if not rotate else "undecided", 0.0, 0.0
-    axis_rows, structure, a_rows, a_cols = line_axes(weak, rotate)
-    angle = a_rows if axis_rows else a_cols
-    lines = straighten(weak, axis_rows, angle)
-    est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
-    skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
-    measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(structure, 3)}
+    page = Reading.of(weak, rotate)
+    est = page.est
+    measure: dict = {"text_chars": est.chars, "text_lines": est.lines, "structure": round(page.structure, 3)}
     is_blank = False
     if blank:
         cells = _content_cells(strong)
@@ -346,49 +344,50 @@ def analyse_scan(gray: np.ndarray, *, blank: bool = True, rotate: bool = True, d
             is_blank = measure["lined"] < LINED_MIN
     if is_blank:
         return ScanVerdict(True, measure, 0, "blank" if rotate else "off", 0.0, 0.0)
-    if rotate:
-        # dark bars (slide titles, table heads): their text is read, not their skewed edges (orient.bar_text_ink)
-        bars = weak if light is None else bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
-        if np.count_nonzero(bars ^ weak) > BAR_CHANGED * np.count_nonzero(weak):
-            weak = bars
-            axis_rows, _, a_rows, a_cols = line_axes(weak, rotate)
-            angle = a_rows if axis_rows else a_cols
-            skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
-            lines = straighten(weak, axis_rows, angle)
-            detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)[1]
-        # read along the sharper axis: the classifier tells which way up the text is, and also when that axis
-        # runs across the lines (a close call: code, tables, reference cards), which the profiles cannot
-        rotation, orientation, score, skew = _orientation(gray, weak, axis_rows, lines, detail, a_rows, a_cols,
-                                                          skew if axis_rows else 0.0, deskew)
+    if not rotate:
+        return ScanVerdict(False, measure, 0, "off", 0.0, _skew(page.angle, deskew))
+    # dark bars (slide titles, table heads): their text is read, not their skewed edges (orient.bar_text_ink)
+    bars = weak if light is None else bar_text_ink(gray, weak, light, noise["paper"] - DARK_BAR_CONTRAST)
+    if np.count_nonzero(bars ^ weak) > BAR_CHANGED * np.count_nonzero(weak):
+        page = Reading.of(bars)
+    # read along the sharper axis: the classifier tells which way up the text is, and also when that axis runs
+    # across the lines (a close call: code, tables, reference cards), which the profiles cannot
+    rotation, orientation, score, skew = _orientation(gray, page, ink, deskew)
     return ScanVerdict(False, measure, rotation, orientation, score, skew)
 
 
+def _skew(angle: float, deskew: bool) -> float:
+    """The skew corrected for lines at ``angle``: none when off or outside MIN_SKEW..MAX_SKEW."""
+    return angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
+
+
+def _margin(scores: np.ndarray, n: int) -> float:
+    """How many nats the best rotation's score beats the next one's by (0 without patches)."""
+    return float(np.diff(np.sort(scores))[-1]) if n else 0.0
+
+
 def _orientation(
-    gray: np.ndarray, weak: np.ndarray, axis_rows: bool, lines: np.ndarray, detail: dict, a_rows: float,
-    a_cols: float, kept_skew: float, deskew: bool,
+    gray: np.ndarray, page: Reading, ink: np.ndarray | None, deskew: bool
 ) -> tuple[int, str, float, float]:
     """Rotation, orientation, score and skew from the learned patch classifier (``orient``; see _vote): the
     rotation whose summed log-likelihood beats the next by ORIENT_MARGIN, on at least ORIENT_MIN_PATCHES patches,
-    else "undecided" (rotation 0, skew ``kept_skew``). A page the cleaned ink leaves undecided is read again on
-    the estimator's raw ink: light print under heavy noise loses most of its pixels to the cleaning. The skew is
-    the angle measured along the axis the rotation puts the lines on; the score is the margin (nats)."""
-    scores, n = _vote(weak, axis_rows, lines, detail, a_rows, a_cols)
-    margin = float(np.diff(np.sort(scores))[-1]) if n else 0.0
+    else "undecided" (rotation 0; the skew of lines known to run along the rows, else none). A page the cleaned
+    ink leaves undecided is read again on the estimator's raw ink (``ink``, computed here when None): light print
+    under heavy noise loses most of its pixels to the cleaning. The skew is the angle measured along the axis the
+    rotation puts the lines on; the score is the margin (nats)."""
+    scores, n = _vote(page)
+    margin = _margin(scores, n)
     if not _decided(margin, n) and ORIENT_RAW_INK:
-        ink = ink_mask(gray)
+        ink = ink_mask(gray) if ink is None else ink
         if ink.any():
-            rows, _, r_rows, r_cols = line_axes(ink, True)
-            raw = straighten(ink, rows, r_rows if rows else r_cols)
-            raw_detail = _analyse(np.broadcast_to(np.uint8(0), raw.shape), ink=raw)[1]
-            raw_scores, raw_n = _vote(ink, rows, raw, raw_detail, r_rows, r_cols)
-            raw_margin = float(np.diff(np.sort(raw_scores))[-1]) if raw_n else 0.0
-            if _decided(raw_margin, raw_n, ORIENT_RAW_PER_ROOT):
-                scores, n, margin, a_rows, a_cols = raw_scores, raw_n, raw_margin, r_rows, r_cols
+            raw = Reading.of(ink)
+            raw_scores, raw_n = _vote(raw)
+            if _decided(_margin(raw_scores, raw_n), raw_n, ORIENT_RAW_PER_ROOT):
+                page, scores, n, margin = raw, raw_scores, raw_n, _margin(raw_scores, raw_n)
     if not _decided(margin, n):
-        return 0, "undecided", margin, kept_skew
+        return 0, "undecided", margin, _skew(page.angle, deskew) if page.axis_rows else 0.0
     rotation = 90 * int(np.argmax(scores))
-    angle = a_rows if rotation in (0, 180) else a_cols
-    skew = angle if deskew and MIN_SKEW <= abs(angle) <= MAX_SKEW else 0.0
+    skew = _skew(page.a_rows if rotation in (0, 180) else page.a_cols, deskew)
     return rotation, "upright" if rotation == 0 else "turned", margin, skew
 
 
@@ -397,20 +396,16 @@ def _decided(margin: float, patches: int, per_root: float = ORIENT_MARGIN_PER_RO
     return patches >= ORIENT_MIN_PATCHES and margin >= max(ORIENT_MARGIN, per_root * patches ** 0.5)
 
 
-def _vote(
-    ink: np.ndarray, axis_rows: bool, lines: np.ndarray, detail: dict, a_rows: float, a_cols: float
-) -> tuple[np.ndarray, int]:
+def _vote(page: Reading) -> tuple[np.ndarray, int]:
     """The classifier's summed log-likelihood of each rotation and its number of patches, on the page read along
-    its sharper axis (``lines``: ``ink`` turned and sheared; ``detail``: its fragments), and also along the other
-    axis when that first reading leaves the margin under ORIENT_SECOND_READING (close calls: code, tables, CJK
-    set on a square grid)."""
+    its sharper axis, and also along the other axis when that first reading leaves the margin under
+    ORIENT_SECOND_READING (close calls: code, tables, CJK set on a square grid)."""
     model = shipped_model()
-    readings = [(0 if axis_rows else 90, line_patches(lines, detail))]
+    readings = [(0 if page.axis_rows else 90, line_patches(page.lines, page.detail))]
     scores, n = turn_scores(model, readings, ORIENT_ENOUGH)
-    if float(np.diff(np.sort(scores))[-1]) < ORIENT_SECOND_READING and ink.any():
-        other = straighten(ink, not axis_rows, a_cols if axis_rows else a_rows)
-        detail2 = _analyse(np.broadcast_to(np.uint8(0), other.shape), ink=other)[1]
-        readings.append((90 if axis_rows else 0, line_patches(other, detail2)))
+    if float(np.diff(np.sort(scores))[-1]) < ORIENT_SECOND_READING and page.ink.any():
+        other, _, detail2 = read_straight(page.ink, not page.axis_rows, page.a_cols if page.axis_rows else page.a_rows)
+        readings.append((90 if page.axis_rows else 0, line_patches(other, detail2)))
         scores, n = turn_scores(model, readings)
     return scores, n
 

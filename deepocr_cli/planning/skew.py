@@ -3,8 +3,12 @@ searched coarse to fine over +-MAX_SKEW degrees (see deepocr_cli.planning.scan).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
+from deepocr_cli.planning.image_estimate import _analyse
 from deepocr_cli.planning.textlines import STRIP, strip_popcount
 
 MAX_SKEW = 10.0
@@ -118,3 +122,37 @@ def line_axes(ink: np.ndarray, rotate: bool = True) -> tuple[bool, float, float,
     # a_cols is the lines' angle on the transpose; turned clockwise instead (mirrored), it flips
     structure = max(s_rows, s_cols) / max(min(s_rows, s_cols), 1e-9)
     return not rotate or s_rows >= s_cols, structure, a_rows, -a_cols
+
+
+@dataclass
+class Reading:
+    """Ink read along its lines: which axis they run along and at what angle (``line_axes``), the ink turned and
+    sheared so that they run straight along the rows (``lines``), and the estimator's analysis of that."""
+
+    ink: np.ndarray
+    axis_rows: bool
+    structure: float
+    a_rows: float
+    a_cols: float
+    lines: np.ndarray
+    est: Any
+    detail: dict
+
+    @classmethod
+    def of(cls, ink: np.ndarray, rotate: bool = True) -> Reading:
+        axis_rows, structure, a_rows, a_cols = line_axes(ink, rotate)
+        lines, est, detail = read_straight(ink, axis_rows, a_rows if axis_rows else a_cols)
+        return cls(ink, axis_rows, structure, a_rows, a_cols, lines, est, detail)
+
+    @property
+    def angle(self) -> float:
+        """The lines' angle along the axis they are read on."""
+        return self.a_rows if self.axis_rows else self.a_cols
+
+
+def read_straight(ink: np.ndarray, axis_rows: bool, angle: float) -> tuple[np.ndarray, Any, dict]:
+    """``ink`` turned and sheared so that lines at ``angle`` along that axis run along the rows, and the
+    estimator's estimate and fragments of it."""
+    lines = straighten(ink, axis_rows, angle)
+    est, detail = _analyse(np.broadcast_to(np.uint8(0), lines.shape), ink=lines)
+    return lines, est, detail
